@@ -1,0 +1,37 @@
+# tfsuite developer commands. `make setup && make test` is what CI runs.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+DEBIAN_PACKAGES := dataset-fashion-mnist
+
+.PHONY: setup debian-packages test test-slow demo bench clean
+
+setup: debian-packages
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -c "import tensorflow as tf, keras; print('tensorflow', tf.__version__, 'keras', keras.__version__)"
+
+# Debian data packages read by the offline corpora (see README "Data").
+debian-packages:
+	@if [ "$$(id -u)" = "0" ]; then \
+	  missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi; \
+	else \
+	  echo "not root: install the Debian packages yourself: sudo apt-get install --no-install-recommends $(DEBIAN_PACKAGES)"; \
+	fi
+
+test:
+	$(BIN)/python -m pytest -q
+
+test-slow:
+	$(BIN)/python -m pytest -q -m slow -s
+
+demo:
+	$(BIN)/tfsuite demo
+
+bench:
+	$(BIN)/python benchmarks/layers.py
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache

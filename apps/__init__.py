@@ -1,0 +1,1 @@
+"""tfsuite apps package."""

@@ -1,0 +1,48 @@
+"""Argument and input checks raised at the public boundary of tfsuite layers.
+
+Errors say what was wrong and what to do (STYLE.md convention 10), so a user
+never has to read a TensorFlow stack trace to find a wrong shape or option.
+"""
+
+__all__ = ["check_rank", "check_choice", "check_positive_int", "check_positive_float"]
+
+
+def check_rank(layer_name, input_shape, expected_rank, layout):
+    """Raise ``ValueError`` unless ``input_shape`` has ``expected_rank`` dims.
+
+    Args:
+        layer_name: name used in the message.
+        input_shape: shape tuple (``None`` allowed for unknown dims).
+        expected_rank: int or tuple of accepted ranks.
+        layout: human description of the axes, e.g. ``"(batch, time, features)"``.
+    """
+    ranks = (expected_rank,) if isinstance(expected_rank, int) else tuple(expected_rank)
+    shape = tuple(input_shape)
+    if len(shape) not in ranks:
+        want = " or ".join(str(r) for r in ranks)
+        raise ValueError(
+            f"{layer_name} expected inputs of rank {want} {layout}, got shape {shape}"
+        )
+
+
+def check_choice(name, value, choices):
+    """Raise ``ValueError`` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {sorted(choices)}, got {value!r}")
+    return value
+
+
+def check_positive_int(name, value):
+    """Return ``int(value)``; raise ``ValueError`` if it is not a positive integer."""
+    if isinstance(value, bool) or int(value) != value or int(value) < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def check_positive_float(name, value, allow_zero=False):
+    """Return ``float(value)``; raise ``ValueError`` if it is negative (or zero)."""
+    value = float(value)
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be {bound}, got {value}")
+    return value
