@@ -4,7 +4,13 @@ Errors say what was wrong and what to do (STYLE.md convention 10), so a user
 never has to read a TensorFlow stack trace to find a wrong shape or option.
 """
 
-__all__ = ["check_rank", "check_choice", "check_positive_int", "check_positive_float"]
+__all__ = [
+    "check_rank",
+    "check_min_rank",
+    "check_choice",
+    "check_positive_int",
+    "check_positive_float",
+]
 
 
 def check_rank(layer_name, input_shape, expected_rank, layout):
@@ -22,6 +28,19 @@ def check_rank(layer_name, input_shape, expected_rank, layout):
         want = " or ".join(str(r) for r in ranks)
         raise ValueError(
             f"{layer_name} expected inputs of rank {want} {layout}, got shape {shape}"
+        )
+
+
+def check_min_rank(layer_name, input_shape, min_rank, layout):
+    """Raise ``ValueError`` unless ``input_shape`` has at least ``min_rank`` dims.
+
+    For layers that act on the last axis and accept any leading axes (e.g.
+    ``Dense`` on ``(batch, ..., features)``).
+    """
+    shape = tuple(input_shape)
+    if len(shape) < min_rank:
+        raise ValueError(
+            f"{layer_name} expected inputs of rank >= {min_rank} {layout}, got shape {shape}"
         )
 
 
