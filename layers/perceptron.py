@@ -145,9 +145,11 @@ class Perceptron(keras.layers.Layer):
     Output shape: ``(batch, units)``, values in ``{0, 1}`` in the layer dtype.
 
     Example:
+    >>> x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], "float32")
     >>> p = Perceptron()
-    >>> mistakes = p.fit_rule(x_and, y_and)  # x_and: (4, 2), y_and: (4,)
-    >>> p(x_and)  # [[0], [0], [0], [1]]
+    >>> p.fit_rule(x, np.array([0, 0, 0, 1]))  # logical AND; mistakes per epoch
+    [1, 3, 3, 2, 1, 0]
+    >>> p(x)  # [[0], [0], [0], [1]]
     """
 
     def __init__(self, units=1, **kwargs):

@@ -54,7 +54,9 @@ def test_dense_numpy_formula_and_weight_layout():
 
 def test_dense_parameter_count_equals_keras():
     ours = keras.Sequential([keras.Input((7,)), Dense(5, activation="relu"), Dense(3)])
-    ref = keras.Sequential([keras.Input((7,)), keras.layers.Dense(5, "relu"), keras.layers.Dense(3)])
+    ref = keras.Sequential(
+        [keras.Input((7,)), keras.layers.Dense(5, "relu"), keras.layers.Dense(3)]
+    )
     assert ours.count_params() == ref.count_params() == 7 * 5 + 5 + 5 * 3 + 3
     assert [w.shape for w in ours.weights] == [w.shape for w in ref.weights]
 
@@ -73,7 +75,8 @@ def test_dense_kernel_regularizer_matches_keras():
 
 
 def test_dense_rejects_rank_one_input():
-    with pytest.raises(ValueError, match=r"Dense expected inputs of rank >= 2 \(batch, ..., features\)"):
+    message = r"Dense expected inputs of rank >= 2 \(batch, ..., features\), got shape \(5,\)"
+    with pytest.raises(ValueError, match=message):
         Dense(3)(np.ones((5,), "float32"))
 
 
@@ -114,7 +117,8 @@ def test_perceptron_step_output_formula_and_contract():
     layer = Perceptron(units=2)
     layer(X2)
     rng = np.random.default_rng(3)
-    layer.set_weights([rng.standard_normal((5, 2)).astype("float32"), np.array([0.1, -0.2], "float32")])
+    kernel = rng.standard_normal((5, 2)).astype("float32")
+    layer.set_weights([kernel, np.array([0.1, -0.2], "float32")])
     kernel, bias = layer.get_weights()
     expected = (X2 @ kernel + bias > 0).astype("float32")
     assert 0 < expected.sum() < expected.size  # both classes occur, so the check can fail
@@ -170,7 +174,8 @@ def test_perceptron_rule_learns_and_but_not_xor():
 
 
 def test_perceptron_errors():
-    with pytest.raises(ValueError, match=r"Perceptron expected inputs of rank 2 \(batch, features\)"):
+    message = r"Perceptron expected inputs of rank 2 \(batch, features\), got shape \(2, 3, 5\)"
+    with pytest.raises(ValueError, match=message):
         Perceptron()(X3)
     with pytest.raises(ValueError, match="0/1 targets"):
         Perceptron().fit_rule(X2, np.array([0, 1, 2, 1]))
