@@ -4,12 +4,15 @@ Errors say what was wrong and what to do (STYLE.md convention 10), so a user
 never has to read a TensorFlow stack trace to find a wrong shape or option.
 """
 
+import numbers
+
 __all__ = [
     "check_rank",
     "check_min_rank",
     "check_choice",
     "check_positive_int",
     "check_positive_float",
+    "check_int_tuple",
 ]
 
 
@@ -65,3 +68,21 @@ def check_positive_float(name, value, allow_zero=False):
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be {bound}, got {value}")
     return value
+
+
+def check_int_tuple(name, value, length):
+    """Return ``value`` as a tuple of ``length`` positive ints.
+
+    An int is repeated (``3`` -> ``(3, 3)`` for ``length=2``), as Keras does for
+    ``kernel_size``, ``strides`` and ``pool_size``; a list or tuple must have
+    exactly ``length`` entries.
+    """
+    single = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    items = (value,) * length if single else value
+    try:
+        items = tuple(items)
+    except TypeError:
+        items = None
+    if items is None or len(items) != length:
+        raise ValueError(f"{name} must be an int or a tuple of {length} ints, got {value!r}")
+    return tuple(check_positive_int(name, v) for v in items)
