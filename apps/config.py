@@ -172,7 +172,9 @@ def add_config_arguments(parser, config_cls, defaults=None):
         spec = _argument_spec(f.name, annotation, default)
         shown = spec.pop("help_default", None)
         help_text = f.metadata.get("help", "")
-        if "action" not in spec:
+        if "default" in help_text:
+            pass  # the help line already says what the default is
+        elif "action" not in spec:
             help_text = f"{help_text} (default: {shown})"
         elif default is None:
             help_text = f"{help_text} (default: chosen by the app)"

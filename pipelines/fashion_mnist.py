@@ -45,6 +45,7 @@ DEBIAN_PACKAGE = "dataset-fashion-mnist"
 SPLITS = ("train", "validation", "test")
 IMAGE_SHAPE = (28, 28, 1)
 NUM_CLASSES = 10
+NUM_TRAIN_IMAGES = 60000
 CLASS_NAMES = (
     "T-shirt/top",
     "Trouser",

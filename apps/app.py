@@ -1,0 +1,132 @@
+"""The App declaration: what one task contributes to the shared framework.
+
+An app (Fashion-MNIST classification now; translation, summarization, QA,
+code generation, captioning and speech recognition later) declares only its
+data, model builder, metric and pre/post-processing (STYLE.md convention 7).
+Training, evaluation, export, serving and the UI are shared code in
+``apps/trainer.py``, ``apps/cli.py`` and ``apps/ui.py`` that call every app
+through the methods below, the same way.
+
+Example::
+
+    class MyApp(App):
+        name = "my_app"
+        title = "My app"
+        Config = MyConfig
+
+        def build_datasets(self, config): ...
+        def build_model(self, config): ...
+        def compile_kwargs(self, config): ...
+        def serving_signature(self, config): ...
+        def serving_outputs(self, model, inputs): ...
+        def serving_example(self, config): ...
+        def ui_inputs(self): ...
+        def ui_outputs(self): ...
+        def preprocess(self, *ui_values): ...
+        def postprocess(self, outputs): ...
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar, NamedTuple
+
+from apps.config import TrainConfig
+
+__all__ = ["App", "Datasets"]
+
+
+class Datasets(NamedTuple):
+    """The three splits an app trains, selects and reports on (``tf.data.Dataset`` each)."""
+
+    train: Any
+    validation: Any
+    test: Any
+
+
+class App(abc.ABC):
+    """Base class of an app declaration.
+
+    Class attributes:
+        name: str, registry and CLI name (``tfsuite train <name>``), also the
+            folder under ``runs/`` and ``saved_models/``.
+        title: str, the UI tab title.
+        description: str, one line for ``tfsuite --help``.
+        Config: the app's config dataclass, a :class:`~apps.config.TrainConfig` subclass.
+        monitor: str, the validation metric for checkpoint selection and early stopping.
+        monitor_mode: ``"max"`` or ``"min"``.
+    """
+
+    name: ClassVar[str]
+    title: ClassVar[str]
+    description: ClassVar[str] = ""
+    Config: ClassVar[type[TrainConfig]] = TrainConfig
+    monitor: ClassVar[str] = "val_loss"
+    monitor_mode: ClassVar[str] = "min"
+
+    # --- data, model, metric -------------------------------------------------
+
+    def default_run_name(self, config) -> str:
+        """Run folder name when ``--run-name`` is not given."""
+        return "run"
+
+    @abc.abstractmethod
+    def build_datasets(self, config) -> Datasets:
+        """Return the train / validation / test ``tf.data`` pipelines."""
+
+    @abc.abstractmethod
+    def build_model(self, config):
+        """Return an uncompiled, built ``keras.Model``."""
+
+    @abc.abstractmethod
+    def compile_kwargs(self, config) -> dict:
+        """Keyword arguments for ``model.compile``: optimizer, loss, metrics."""
+
+    def evaluate(self, model, config) -> dict:
+        """Metrics on the test split, keys prefixed ``test_`` (``test_accuracy``, ...).
+
+        The default runs ``model.evaluate`` with the compiled metrics; apps with
+        generation metrics (BLEU, ROUGE, WER) override it.
+        """
+        results = model.evaluate(self.build_datasets(config).test, return_dict=True, verbose=0)
+        return {f"test_{key}": float(value) for key, value in results.items()}
+
+    # --- serving (SavedModel ``serving_default``) --------------------------------
+
+    @abc.abstractmethod
+    def serving_signature(self, config) -> dict:
+        """``{input_name: tf.TensorSpec}`` of the exported ``serving_default`` signature."""
+
+    @abc.abstractmethod
+    def serving_outputs(self, model, inputs) -> dict:
+        """Traced inside the export: ``{output_name: tensor}`` from the ``inputs`` dict."""
+
+    @abc.abstractmethod
+    def serving_example(self, config) -> dict:
+        """A small batch of serving inputs (from the test split) used to check an export."""
+
+    # --- UI (gradio is imported only when the UI is built) ------------------------
+
+    @abc.abstractmethod
+    def ui_inputs(self) -> list:
+        """Gradio input components of the app's tab."""
+
+    @abc.abstractmethod
+    def ui_outputs(self) -> list:
+        """Gradio output components of the app's tab."""
+
+    def ui_examples(self, cache_dir) -> list:
+        """Example rows for the tab (may write files under ``cache_dir``); none by default."""
+        return []
+
+    @abc.abstractmethod
+    def preprocess(self, *ui_values) -> dict:
+        """UI input values -> the serving signature's inputs (a dict of arrays).
+
+        Raise ``ValueError`` with a message for the user on empty or unreadable
+        input; the UI shows it instead of crashing.
+        """
+
+    @abc.abstractmethod
+    def postprocess(self, outputs):
+        """The serving signature's outputs (dict of arrays) -> the UI output value(s)."""

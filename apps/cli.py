@@ -1,0 +1,259 @@
+"""The ``tfsuite`` console script: one command line for every app.
+
+    tfsuite train    <app> [--field value ...]               train, keep the best checkpoint, test
+    tfsuite evaluate <app> --checkpoint runs/.../model.keras  test metrics of a checkpoint
+    tfsuite export   <app> --checkpoint ... [--version N]     SavedModel for TF Serving
+    tfsuite serve    <app>                                     print the TF Serving command
+    tfsuite demo     [--host 127.0.0.1] [--port 7860]          Gradio UI, one tab per app
+
+Config fields are overridden by name (``--batch-size 64`` sets ``batch_size``);
+``tfsuite <command> --help`` lists the apps and their fields.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+from apps.config import ConfigError, add_config_arguments, load_config, parse_config
+from apps.registry import UnknownAppError, app_names, get_app_class
+
+__all__ = ["main"]
+
+COMMANDS = {
+    "train": "train an app's model; prints test metrics (test_accuracy: ...) at the end",
+    "evaluate": "evaluate a .keras checkpoint on the app's test split",
+    "export": "write a SavedModel (serving_default signature) under <models-dir>/<app>/<version>/",
+    "serve": "print the TF Serving command for the exported versions",
+    "demo": "launch the Gradio UI with one tab per app (released models)",
+}
+DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[1] / "saved_models"
+
+
+class UsageError(Exception):
+    """A command line that cannot run; printed as ``tfsuite: error: ...``, exit status 2."""
+
+
+def _command_options(command):
+    """A parser holding only ``command``'s own options (not the config fields)."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
+    if command in ("evaluate", "export"):
+        parser.add_argument(
+            "--checkpoint", help="required: a .keras file written by `tfsuite train` (runs/<app>/<run>/model.keras)"
+        )
+    if command in ("export", "serve", "demo"):
+        parser.add_argument(
+            "--models-dir", default=str(DEFAULT_MODELS_DIR), help="released models, TF Serving layout <dir>/<app>/<version>/"
+        )
+    if command == "export":
+        parser.add_argument("--version", type=int, default=None, help="version folder (default: one more than the latest)")
+    if command == "serve":
+        parser.add_argument("--port", type=int, default=8501, help="TF Serving REST port (default: 8501)")
+    if command == "demo":
+        parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+        parser.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
+    return parser
+
+
+def _help_parser(command, app_name):
+    """``tfsuite <command> <app>`` usage: the command's options and the app config's fields."""
+    app_cls = get_app_class(app_name)
+    parser = argparse.ArgumentParser(
+        prog=f"tfsuite {command} {app_name}",
+        description=f"{COMMANDS[command]}. App {app_name}: {app_cls.description}.",
+        parents=[_command_options(command)],
+    )
+    if command in ("train", "evaluate", "export"):
+        group = parser.add_argument_group(
+            f"{app_cls.Config.__name__} fields"
+            + (" (defaults: the checkpoint run's config.json, when present)" if command != "train" else "")
+        )
+        add_config_arguments(group, app_cls.Config)
+    return parser
+
+
+def _print_help(command=None, app=None):
+    if command == "demo":
+        _demo_parser().print_help()
+        return
+    if command and app:
+        _help_parser(command, app).print_help()
+        return
+    commands = [command] if command else list(COMMANDS)
+    print("usage: tfsuite <command> <app> [--field value ...]\n")
+    print("commands:")
+    for name in commands:
+        print(f"  {name:<9} {COMMANDS[name]}")
+    print("\napps:")
+    for name in app_names():
+        print(f"  {name:<14} {get_app_class(name).description}")
+    for name in app_names():
+        if command in (None, "train", "evaluate", "export"):
+            print()
+            _help_parser(command or "train", name).print_help()
+    print("\nexamples:\n  tfsuite train fashion_mnist --model lenet5 --epochs 5")
+    print("  tfsuite evaluate fashion_mnist --checkpoint runs/fashion_mnist/lenet5/model.keras")
+    print("  tfsuite export fashion_mnist --checkpoint runs/fashion_mnist/lenet5/model.keras")
+    print("  tfsuite demo --port 7860")
+
+
+def _demo_parser():
+    return argparse.ArgumentParser(
+        prog="tfsuite demo", description=COMMANDS["demo"], parents=[_command_options("demo")]
+    )
+
+
+def _parse(command, app, argv):
+    """Split ``argv`` into the command's options and the app config (with the run's config as base)."""
+    try:
+        options, rest = _command_options(command).parse_known_args(argv)
+    except argparse.ArgumentError as e:
+        raise UsageError(str(e)) from None
+    if command in ("evaluate", "export") and not options.checkpoint:
+        raise UsageError(f"`tfsuite {command} {app.name}` needs --checkpoint runs/{app.name}/<run>/model.keras")
+    if command == "serve":
+        if rest:
+            raise UsageError(f"unknown option(s) {' '.join(rest)}; valid options: --models-dir --port")
+        return options, None
+    base = None
+    if getattr(options, "checkpoint", None):
+        run_config = Path(options.checkpoint).parent / "config.json"
+        if run_config.is_file():
+            base = load_config(app.Config, run_config)
+    try:
+        config = parse_config(app.Config, rest, base=base, prog=f"tfsuite {command} {app.name}")
+    except ConfigError as e:
+        command_flags = [a for action in _command_options(command)._actions for a in action.option_strings]
+        if command_flags and "unknown option" in str(e):
+            raise UsageError(f"{e} {' '.join(command_flags)}") from None
+        raise
+    return options, config
+
+
+def _run_train(app, options, config):
+    from apps.trainer import train
+
+    train(app, config, command=options.command)
+
+
+def _run_evaluate(app, options, config):
+    from apps.trainer import evaluate_checkpoint
+
+    evaluate_checkpoint(app, config, options.checkpoint)
+
+
+def _run_export(app, options, config):
+    from apps import trainer
+
+    app_dir = Path(options.models_dir) / app.name
+    version = options.version or trainer.next_version(app_dir)
+    model = trainer.load_checkpoint(options.checkpoint)
+    directory = trainer.export_saved_model(app, model, config, app_dir / str(version))
+    diff = trainer.check_export(app, model, config, directory, app.serving_example(config))
+    manifest = trainer.write_manifest(
+        app_dir, version, trainer.release_entry(app, config, options.checkpoint, directory, diff, command=options.command)
+    )
+    print(f"exported {directory}")
+    print(f"reloaded serving_default matches the Keras model: max |difference| = {diff:.2e}")
+    print(f"manifest: {manifest}")
+    _print_serving(app, app_dir, 8501)
+
+
+def _print_serving(app, app_dir, port):
+    from apps.trainer import serving_commands
+
+    commands = serving_commands(app.name, app_dir, port)
+    specs = app.serving_signature(app.Config())
+    body = ", ".join(f'"{name}": <{spec.dtype.name} array {tuple(spec.shape)}>' for name, spec in specs.items())
+    print("serve with TF Serving:")
+    print(f"  {commands['tensorflow_model_server']}")
+    print("or with docker:")
+    print(f"  {commands['docker']}")
+    print(f"then POST {{\"inputs\": {{{body}}}}} to {commands['rest_url']}")
+
+
+def _run_serve(app, options, config):
+    from apps.trainer import next_version
+
+    app_dir = Path(options.models_dir) / app.name
+    if next_version(app_dir) == 1:
+        raise UsageError(
+            f"no exported versions under {app_dir}/; run `tfsuite export {app.name} --checkpoint <model.keras>` first"
+        )
+    _print_serving(app, app_dir, options.port)
+    if shutil.which("tensorflow_model_server") is None:
+        print(
+            "note: tensorflow_model_server is not installed on this machine (nor is it a pip package); "
+            "run the command where TF Serving is installed, or use the docker image tensorflow/serving."
+        )
+
+
+def _run_demo(argv):
+    try:
+        options, rest = _demo_parser().parse_known_args(argv)
+    except argparse.ArgumentError as e:
+        raise UsageError(str(e)) from None
+    if rest:
+        raise UsageError(f"unknown option(s) {' '.join(rest)}; valid options: --host --port --models-dir")
+    from apps.ui import launch
+
+    launch(host=options.host, port=options.port, models_dir=options.models_dir)
+
+
+RUNNERS = {"train": _run_train, "evaluate": _run_evaluate, "export": _run_export, "serve": _run_serve}
+
+
+def main(argv=None):
+    """Entry point of the ``tfsuite`` console script; returns the exit status."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    wants_help = any(a in ("-h", "--help") for a in argv)
+    try:
+        if not argv or argv[0] in ("-h", "--help"):
+            _print_help()
+            return 0
+        command, args = argv[0], argv[1:]
+        if command not in COMMANDS:
+            raise UsageError(f"unknown command {command!r}; commands: {', '.join(COMMANDS)}")
+        if command == "demo":
+            if wants_help:
+                _print_help("demo")
+                return 0
+            _run_demo(args)
+            return 0
+        if not args or args[0].startswith("-"):
+            if wants_help:
+                _print_help(command)
+                return 0
+            raise UsageError(
+                f"`tfsuite {command}` needs an app: tfsuite {command} <app> [options]; apps: {', '.join(app_names())}"
+            )
+        app_cls = get_app_class(args[0])
+        if wants_help:
+            _print_help(command, args[0])
+            return 0
+        app = app_cls()
+        options, config = _parse(command, app, args[1:])
+        options.command = shlex.join(["tfsuite", *argv])  # recorded in metrics.json / MANIFEST.json
+        RUNNERS[command](app, options, config)
+        return 0
+    except (UsageError, UnknownAppError, ConfigError) as e:
+        print(f"tfsuite: error: {e}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, FileExistsError, ValueError) as e:
+        # Missing data, an existing export folder, a corrupt checkpoint: one line
+        # that says what to do. Anything else keeps its traceback.
+        from apps.trainer import CheckpointError
+
+        if isinstance(e, (CheckpointError, FileNotFoundError, FileExistsError)) and not os.environ.get("TFSUITE_DEBUG"):
+            print(f"tfsuite: error: {e}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,321 @@
+"""The shared run lifecycle every app goes through: train, evaluate, export.
+
+``train`` runs Keras ``fit`` with a progress bar and writes everything for a
+run under ``runs/<app>/<run-name>/``::
+
+    config.json      the config, as printed at the start of the run
+    backup/          BackupAndRestore state; a rerun of the same command resumes
+                     from the last finished epoch (deleted when training ends)
+    history.csv      one row per epoch (appended across resumed runs)
+    best.keras       the checkpoint with the best validation metric
+    model.keras      the final model: the best checkpoint's weights
+    logs/            TensorBoard event files (`tensorboard --logdir runs/`)
+    metrics.json     test metrics, epochs, training time and the command
+
+then evaluates ``model.keras`` on the test split and prints each metric on its
+own line (``test_accuracy: 0.9123``). ``export_saved_model`` writes a
+SavedModel with a ``serving_default`` signature in the TF Serving layout
+``saved_models/<app>/<version>/``.
+
+Example::
+
+    from apps.registry import get_app
+    from apps.trainer import train
+
+    app = get_app("fashion_mnist")
+    result = train(app, app.Config(model="lenet5", epochs=5))
+    result.metrics["test_accuracy"]
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import json
+import shlex
+import shutil
+import sys
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from apps.config import config_to_dict, print_config, save_config
+
+__all__ = [
+    "CheckpointError",
+    "RunResult",
+    "evaluate_checkpoint",
+    "export_saved_model",
+    "load_checkpoint",
+    "next_version",
+    "print_metrics",
+    "run_dir",
+    "serving_commands",
+    "set_seed",
+    "train",
+]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, not a ``.keras`` archive, or cannot be loaded."""
+
+
+@dataclass
+class RunResult:
+    """What :func:`train` produced."""
+
+    run_dir: Path
+    model_path: Path
+    metrics: dict
+    history: dict = field(default_factory=dict)
+    initial_epoch: int = 0
+    train_seconds: float = 0.0
+
+
+def set_seed(seed):
+    """The one place seeds are set: Python, NumPy and the backend (TensorFlow)."""
+    keras.utils.set_random_seed(seed)
+
+
+def run_dir(app, config):
+    """``<runs_dir>/<app>/<run_name>``, the run name defaulting to the app's choice."""
+    return Path(config.runs_dir) / app.name / (config.run_name or app.default_run_name(config))
+
+
+def command_line():
+    """The command that started this process, for the run's records."""
+    return shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
+
+
+def print_metrics(metrics, file=None):
+    """Print each metric as ``name: value`` on its own line (``test_accuracy: 0.9123``)."""
+    for name, value in metrics.items():
+        print(f"{name}: {value:.4f}", file=file, flush=True)
+
+
+def _best_so_far(history_csv, monitor, mode):
+    """Best ``monitor`` value in an earlier, interrupted attempt's history (None if none)."""
+    if not history_csv.is_file():
+        return None
+    with history_csv.open() as f:
+        values = [float(row[monitor]) for row in csv.DictReader(f) if row.get(monitor)]
+    if not values:
+        return None
+    return max(values) if mode == "max" else min(values)
+
+
+def _callbacks(app, config, directory, resuming):
+    monitor, mode = app.monitor, app.monitor_mode
+    callbacks = [
+        # First, so that the state is on disk before any later callback can fail.
+        keras.callbacks.BackupAndRestore(str(directory / "backup")),
+        keras.callbacks.ModelCheckpoint(
+            str(directory / "best.keras"),
+            monitor=monitor,
+            mode=mode,
+            save_best_only=True,
+            # A resumed run must beat the best epoch of the interrupted attempt.
+            initial_value_threshold=_best_so_far(directory / "history.csv", monitor, mode) if resuming else None,
+        ),
+        keras.callbacks.CSVLogger(str(directory / "history.csv"), append=resuming),
+        keras.callbacks.TensorBoard(str(directory / "logs")),
+    ]
+    if config.patience:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=config.patience))
+    return callbacks
+
+
+def train(app, config, callbacks=(), command=None):
+    """Train ``app`` with ``config``, keep the best checkpoint, evaluate it on the test split.
+
+    Args:
+        app: an :class:`~apps.app.App` instance.
+        config: an ``app.Config`` instance.
+        callbacks: extra Keras callbacks, run after the shared ones.
+        command: str recorded in ``metrics.json``; default: this process's command line.
+
+    Returns:
+        :class:`RunResult`. Rerunning with the same run folder after an
+        interruption resumes from the last finished epoch.
+    """
+    set_seed(config.seed)
+    directory = run_dir(app, config)
+    directory.mkdir(parents=True, exist_ok=True)
+    resuming = (directory / "backup" / "training_metadata.json").is_file()
+    print_config(config)
+    print(f"run folder: {directory}" + ("  (resuming an interrupted run)" if resuming else ""), flush=True)
+    save_config(config, directory / "config.json")
+
+    datasets = app.build_datasets(config)
+    model = app.build_model(config)
+    model.compile(**app.compile_kwargs(config))
+    if config.verbose:
+        model.summary()
+
+    epochs_seen = []
+    record = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: epochs_seen.append(epoch))
+    start = time.perf_counter()
+    history = model.fit(
+        datasets.train,
+        validation_data=datasets.validation,
+        epochs=config.epochs,
+        shuffle=False,  # the pipeline shuffles (seeded); fit cannot shuffle a tf.data.Dataset
+        callbacks=[*_callbacks(app, config, directory, resuming), record, *callbacks],
+        verbose=config.verbose,
+    )
+    train_seconds = time.perf_counter() - start
+    print(f"training time: {train_seconds:.1f} s for {len(epochs_seen)} epoch(s)", flush=True)
+
+    best = directory / "best.keras"
+    if best.is_file():
+        model.load_weights(best)
+    model_path = directory / "model.keras"
+    model.save(model_path)
+
+    metrics = app.evaluate(model, config)
+    print_metrics(metrics)
+    record_file = {
+        "app": app.name,
+        "metrics": metrics,
+        "epochs_run": [e + 1 for e in epochs_seen],
+        "train_seconds": round(train_seconds, 1),
+        "command": command or command_line(),
+        "finished": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
+    (directory / "metrics.json").write_text(json.dumps(record_file, indent=2) + "\n")
+    return RunResult(
+        run_dir=directory,
+        model_path=model_path,
+        metrics=metrics,
+        history=history.history,
+        initial_epoch=epochs_seen[0] if epochs_seen else config.epochs,
+        train_seconds=train_seconds,
+    )
+
+
+def load_checkpoint(path):
+    """Load a ``.keras`` checkpoint, with a clear error when it is missing or unreadable."""
+    path = Path(path)
+    hint = "pass a .keras file written by `tfsuite train` (runs/<app>/<run>/model.keras)"
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; {hint}")
+    if path.suffix != ".keras":
+        raise CheckpointError(f"checkpoint {path} is not a .keras file; {hint}")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"checkpoint {path} is not a readable .keras archive (corrupt or truncated?); {hint}")
+    try:
+        return keras.saving.load_model(path)
+    except Exception as e:  # noqa: BLE001 - any failure inside Keras means the same thing to the user
+        raise CheckpointError(f"checkpoint {path} could not be loaded ({type(e).__name__}: {e}); {hint}") from e
+
+
+def evaluate_checkpoint(app, config, checkpoint):
+    """Load ``checkpoint``, evaluate it on the app's test split and print the metrics."""
+    set_seed(config.seed)
+    model = load_checkpoint(checkpoint)
+    if model.optimizer is None or not model.compiled:
+        model.compile(**app.compile_kwargs(config))
+    metrics = app.evaluate(model, config)
+    print_metrics(metrics)
+    return metrics
+
+
+def next_version(app_dir):
+    """One more than the largest numeric version folder under ``app_dir`` (1 if none)."""
+    app_dir = Path(app_dir)
+    versions = [int(p.name) for p in app_dir.iterdir() if p.is_dir() and p.name.isdigit()] if app_dir.is_dir() else []
+    return max(versions, default=0) + 1
+
+
+def export_saved_model(app, model, config, directory):
+    """Write ``model`` as a SavedModel whose ``serving_default`` is the app's serving signature.
+
+    The signature takes the inputs ``app.serving_signature(config)`` declares
+    and returns the dict ``app.serving_outputs`` builds, so TF Serving, the
+    Gradio demo and any other client call the same function.
+    """
+    directory = Path(directory)
+    if directory.exists():
+        raise FileExistsError(f"{directory} already exists; choose another --version or remove it")
+    specs = app.serving_signature(config)
+    names = list(specs)
+
+    def serve(*tensors):
+        return app.serving_outputs(model, dict(zip(names, tensors)))
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        name="serving_default",
+        fn=serve,
+        input_signature=[tf.TensorSpec(spec.shape, spec.dtype, name=name) for name, spec in specs.items()],
+    )
+    try:
+        archive.write_out(str(directory), verbose=False)
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    return directory
+
+
+def check_export(app, model, config, directory, inputs):
+    """Reload the SavedModel and return the largest difference to the Keras model on ``inputs``."""
+    reloaded = tf.saved_model.load(str(directory)).signatures["serving_default"]
+    served = reloaded(**{name: tf.constant(value) for name, value in inputs.items()})
+    direct = app.serving_outputs(model, {name: tf.constant(value) for name, value in inputs.items()})
+    return max(float(np.max(np.abs(served[key].numpy() - np.asarray(direct[key])))) for key in direct)
+
+
+def write_manifest(app_dir, version, entry):
+    """Add or replace ``version`` in ``<app_dir>/MANIFEST.json`` (what was released, how, how good)."""
+    manifest_path = Path(app_dir) / "MANIFEST.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"versions": {}}
+    manifest["versions"][str(version)] = entry
+    manifest["latest"] = max(int(v) for v in manifest["versions"])
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest_path
+
+
+def serving_commands(app_name, app_dir, port=8501):
+    """The TF Serving commands (binary and docker) that serve ``app_dir``'s versions."""
+    base = Path(app_dir).resolve()
+    return {
+        "tensorflow_model_server": (
+            f"tensorflow_model_server --rest_api_port={port} --model_name={app_name} --model_base_path={base}"
+        ),
+        "docker": (
+            f"docker run --rm -p {port}:8501 "
+            f"--mount type=bind,source={base},target=/models/{app_name} "
+            f"-e MODEL_NAME={app_name} -t tensorflow/serving"
+        ),
+        "rest_url": f"http://localhost:{port}/v1/models/{app_name}:predict",
+    }
+
+
+def release_entry(app, config, checkpoint, directory, max_abs_diff, command=None):
+    """The MANIFEST.json entry of one exported version."""
+    run_record_path = Path(checkpoint).parent / "metrics.json"
+    run_record = json.loads(run_record_path.read_text()) if run_record_path.is_file() else {}
+    return {
+        "path": str(directory),
+        "checkpoint": str(checkpoint),
+        "config": config_to_dict(config),
+        "test_metrics": run_record.get("metrics", {}),
+        "train_seconds": run_record.get("train_seconds"),
+        "train_command": run_record.get("command"),
+        "export_command": command or command_line(),
+        "signature": {
+            "name": "serving_default",
+            "inputs": {
+                name: {"dtype": spec.dtype.name, "shape": list(spec.shape)}
+                for name, spec in app.serving_signature(config).items()
+            },
+        },
+        "max_abs_diff_vs_keras": max_abs_diff,
+        "exported": datetime.datetime.now().isoformat(timespec="seconds"),
+    }

@@ -1,0 +1,132 @@
+"""The shared Gradio UI: one ``gr.Blocks`` app with a tab per app.
+
+Each tab is built from the app's declaration: ``ui_inputs`` / ``ui_outputs``
+/ ``ui_examples`` for the components, and a predict function that runs
+``app.preprocess`` -> the released SavedModel's ``serving_default`` ->
+``app.postprocess``. The model is the one under
+``saved_models/<app>/<latest version>/`` shipped in git, so a fresh clone runs
+the demo without training, through the same signature TF Serving would serve.
+Bad input (no image, an unreadable file) becomes a ``gr.Error`` message in
+the UI, not a crash.
+
+Example::
+
+    tfsuite demo --port 7860            # or:
+    from apps.ui import build_demo
+    build_demo().launch(server_name="127.0.0.1", server_port=7860)
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+import tensorflow as tf
+from PIL import UnidentifiedImageError
+
+from apps.registry import app_names, get_app
+
+__all__ = ["ImageInput", "ReleasedModel", "build_demo", "latest_version_dir", "launch", "make_predict"]
+
+
+def latest_version_dir(models_dir, app_name):
+    """``<models_dir>/<app_name>/<largest numeric version>/``, or a clear error if none."""
+    app_dir = Path(models_dir) / app_name
+    versions = sorted(int(p.name) for p in app_dir.glob("*") if p.is_dir() and p.name.isdigit())
+    if not versions:
+        raise FileNotFoundError(
+            f"no released model under {app_dir}/; train and export one: "
+            f"`tfsuite train {app_name}` then `tfsuite export {app_name} --checkpoint runs/{app_name}/<run>/model.keras`"
+        )
+    return app_dir / str(versions[-1])
+
+
+class ReleasedModel:
+    """The ``serving_default`` signature of a SavedModel, called with NumPy arrays."""
+
+    def __init__(self, directory):
+        self.directory = Path(directory)
+        self._loaded = tf.saved_model.load(str(self.directory))  # keeps the variables alive
+        self._signature = self._loaded.signatures["serving_default"]
+
+    def __call__(self, inputs):
+        outputs = self._signature(**{name: tf.constant(value) for name, value in inputs.items()})
+        return {name: value.numpy() for name, value in outputs.items()}
+
+
+def make_predict(app, model):
+    """The tab's predict function: preprocess, serve, postprocess; bad input -> ``gr.Error``."""
+
+    def predict(*ui_values):
+        try:
+            inputs = app.preprocess(*ui_values)
+        except ValueError as e:
+            raise gr.Error(str(e)) from None
+        return app.postprocess(model(inputs))
+
+    predict.__name__ = f"predict_{app.name}"
+    return predict
+
+
+class ImageInput(gr.Image):
+    """``gr.Image`` for app tabs: an unreadable upload becomes a ``gr.Error`` message.
+
+    Plain ``gr.Image`` lets PIL's ``UnidentifiedImageError`` escape as a
+    generic processing error; the user should read what to do instead.
+    """
+
+    is_template = True  # the browser renders it as the gr.Image it derives from
+
+    def preprocess(self, payload):
+        try:
+            return super().preprocess(payload)
+        except (UnidentifiedImageError, OSError, ValueError) as e:
+            raise gr.Error(
+                f"Could not read the uploaded file as an image ({type(e).__name__}); upload a PNG or JPEG."
+            ) from None
+
+
+def build_demo(names=None, models_dir=None, examples_dir=None):
+    """Build the ``gr.Blocks`` app: a tab per app with a released model.
+
+    Args:
+        names: list of app names, default all registered apps.
+        models_dir: folder of released models, default the repository's ``saved_models/``.
+        examples_dir: where apps may write example files, default a temporary folder.
+    """
+    from apps.cli import DEFAULT_MODELS_DIR
+
+    models_dir = Path(models_dir or DEFAULT_MODELS_DIR)
+    examples_dir = Path(examples_dir or tempfile.mkdtemp(prefix="tfsuite_examples_"))
+    with gr.Blocks(title="tfsuite demos") as demo:
+        gr.Markdown("# tfsuite demos\nReleased models from `saved_models/`, served through their `serving_default` signature.")
+        for name in names or app_names():
+            app = get_app(name)
+            with gr.Tab(app.title):
+                try:
+                    version_dir = latest_version_dir(models_dir, name)
+                except FileNotFoundError as e:
+                    gr.Markdown(f"**{app.title}**: {e}")
+                    continue
+                gr.Markdown(f"{app.description}. Model: `{version_dir}`.")
+                model = ReleasedModel(version_dir)
+                with gr.Row():
+                    with gr.Column():
+                        inputs = app.ui_inputs()
+                        button = gr.Button("Run", variant="primary")
+                    with gr.Column():
+                        outputs = app.ui_outputs()
+                predict = make_predict(app, model)
+                button.click(predict, inputs=inputs, outputs=outputs, api_name=name)
+                examples = app.ui_examples(examples_dir)
+                if examples:
+                    gr.Examples(examples, inputs=inputs)
+    return demo
+
+
+def launch(host="127.0.0.1", port=7860, models_dir=None, block=True):
+    """Build the demo and serve it on ``http://host:port``."""
+    demo = build_demo(models_dir=models_dir)
+    demo.queue().launch(server_name=host, server_port=port, prevent_thread_lock=not block, allowed_paths=[])
+    return demo

@@ -1,0 +1,262 @@
+"""The ``tfsuite`` command line and the shared run lifecycle (train, resume, evaluate, export, serve).
+
+Runs use tiny ``--limit`` subsets of the real Fashion-MNIST and LeNet-5, so
+they check the code path, not the accuracy (that is
+``test_fashion_mnist_training.py``, marked slow).
+"""
+
+import json
+import re
+import subprocess
+import sys
+import zipfile
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from apps import trainer
+from apps.cli import main
+from apps.registry import UnknownAppError, app_names, get_app
+from pipelines import fashion_mnist
+
+SMOKE = ["--limit", "192", "--batch-size", "64", "--epochs", "1", "--verbose", "0", "--deterministic"]
+TEST_ACCURACY_LINE = re.compile(r"^test_accuracy: (0\.\d{4}|1\.0000)$", re.MULTILINE)
+
+
+def run_cli(capsys, *argv):
+    status = main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """One real `tfsuite train` run on 192 examples, shared by the evaluate/export tests."""
+    runs = tmp_path_factory.mktemp("runs")
+    capture = _Capture()
+    with capture:
+        status = main(["train", "fashion_mnist", *SMOKE, "--runs-dir", str(runs)])
+    return status, capture.text, runs / "fashion_mnist" / "lenet5"
+
+
+class _Capture:
+    """stdout capture usable from a module-scoped fixture (capsys is function-scoped)."""
+
+    def __enter__(self):
+        import io
+
+        self._buffer, self._stdout = io.StringIO(), sys.stdout
+        sys.stdout = self._buffer
+        return self
+
+    def __exit__(self, *exc):
+        sys.stdout = self._stdout
+        self.text = self._buffer.getvalue()
+
+
+def test_registry_lists_apps_and_rejects_unknown_names():
+    assert "fashion_mnist" in app_names()
+    assert get_app("fashion_mnist").name == "fashion_mnist"
+    with pytest.raises(UnknownAppError, match="unknown app 'mnist'; available apps: fashion_mnist"):
+        get_app("mnist")
+
+
+def test_console_script_help_lists_apps_and_config_fields():
+    # The installed `tfsuite` entry point (setup.cfg console_scripts), in a fresh process.
+    script = __import__("shutil").which("tfsuite") or f"{sys.executable} -m apps.cli"
+    result = subprocess.run(f"{script} --help", shell=True, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    for text in ("train", "evaluate", "export", "serve", "demo", "fashion_mnist", "--batch-size", "--model"):
+        assert text in result.stdout
+
+
+def test_command_help_lists_apps_and_fields(capsys):
+    status, out, _ = run_cli(capsys, "train", "--help")
+    assert status == 0
+    assert "fashion_mnist" in out and "FashionMNISTConfig fields" in out
+    for flag in ("--epochs", "--batch-size", "--learning-rate", "--augment, --no-augment", "--width", "--limit"):
+        assert flag in out
+    status, out, _ = run_cli(capsys, "evaluate", "fashion_mnist", "--help")
+    assert status == 0 and "--checkpoint" in out and "--batch-size" in out
+    status, out, _ = run_cli(capsys, "demo", "--help")
+    assert status == 0 and "--port" in out and "--host" in out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["fit", "fashion_mnist"], "unknown command 'fit'; commands: train, evaluate, export, serve, demo"),
+        (["train", "mnist"], "unknown app 'mnist'; available apps: fashion_mnist"),
+        (["train"], "`tfsuite train` needs an app"),
+        (["train", "fashion_mnist", "--batch-sise", "8"], "unknown option(s) --batch-sise"),
+        (["train", "fashion_mnist", "--epochs", "x"], "--epochs expects int, got 'x'"),
+        (["train", "fashion_mnist", "--model", "lenet6"], "model must be one of"),
+        (["train", "fashion_mnist", "--width", "8"], "--width does not apply to lenet5; models that take it: resnet18"),
+        (["evaluate", "fashion_mnist"], "needs --checkpoint"),
+        (["demo", "--colour", "red"], "unknown option(s) --colour"),
+    ],
+)
+def test_usage_errors_exit_2_with_a_clear_message(capsys, argv, message):
+    status, _, err = run_cli(capsys, *argv)
+    assert status == 2
+    assert err.startswith("tfsuite: error: ") and message in err
+    if "--batch-sise" in argv:
+        assert "valid options: --epochs --batch-size" in err
+
+
+def test_missing_dataset_names_the_package(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv(fashion_mnist.ENV_VAR, str(tmp_path))
+    status, _, err = run_cli(capsys, "train", "fashion_mnist", *SMOKE, "--runs-dir", str(tmp_path / "runs"))
+    assert status == 1
+    assert "apt-get install dataset-fashion-mnist" in err
+
+
+def test_train_smoke_run_writes_the_run_folder_and_prints_test_accuracy(smoke_run):
+    status, out, run = smoke_run
+    assert status == 0
+    assert "FashionMNISTConfig:" in out and "limit           = 192" in out
+    match = TEST_ACCURACY_LINE.search(out)
+    assert match, out[-2000:]
+    for name in ("config.json", "model.keras", "best.keras", "history.csv", "metrics.json"):
+        assert (run / name).is_file(), name
+    assert list((run / "logs").rglob("events.out.tfevents.*")), "no TensorBoard event files"
+    assert not (run / "backup").exists(), "BackupAndRestore state must be gone after a finished run"
+    record = json.loads((run / "metrics.json").read_text())
+    assert record["metrics"]["test_accuracy"] == pytest.approx(float(match.group(1)), abs=1e-4)
+    assert json.loads((run / "config.json").read_text())["limit"] == 192
+
+
+def test_evaluate_reloads_the_checkpoint_and_reproduces_the_metric(capsys, smoke_run):
+    _, train_out, run = smoke_run
+    status, out, _ = run_cli(capsys, "evaluate", "fashion_mnist", "--checkpoint", str(run / "model.keras"))
+    assert status == 0
+    # Same config.json (limit 192) and same weights: the same test accuracy.
+    assert TEST_ACCURACY_LINE.search(out).group(1) == TEST_ACCURACY_LINE.search(train_out).group(1)
+
+
+def test_corrupt_or_missing_checkpoints_give_clear_errors(capsys, tmp_path, smoke_run):
+    corrupt = tmp_path / "model.keras"
+    corrupt.write_bytes(b"\x00" * 100)
+    truncated = tmp_path / "truncated.keras"
+    truncated.write_bytes((smoke_run[2] / "model.keras").read_bytes()[:2000])
+    not_a_model = tmp_path / "empty.keras"
+    with zipfile.ZipFile(not_a_model, "w") as archive:
+        archive.writestr("readme.txt", "no model in here")
+    cases = [
+        (tmp_path / "nope.keras", "does not exist"),
+        (tmp_path, "does not exist"),
+        (smoke_run[2] / "config.json", "is not a .keras file"),
+        (corrupt, "not a readable .keras archive"),
+        (truncated, "not a readable .keras archive"),
+        (not_a_model, "could not be loaded"),
+    ]
+    for path, message in cases:
+        status, _, err = run_cli(capsys, "evaluate", "fashion_mnist", "--checkpoint", str(path))
+        assert status == 1, (path, err)
+        assert message in err and "tfsuite train" in err and str(path) in err
+        with pytest.raises(trainer.CheckpointError, match=message):
+            trainer.load_checkpoint(path)
+
+
+class _InterruptAfterFirstEpoch(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        self.weights = [w.copy() for w in self.model.get_weights()]
+        raise KeyboardInterrupt("simulated interruption after epoch 1")
+
+
+class _RecordStart(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.epochs = []
+
+    def on_train_begin(self, logs=None):
+        # Runs after BackupAndRestore (the trainer's callbacks come first).
+        self.weights = [w.copy() for w in self.model.get_weights()]
+        self.optimizer_steps = int(self.model.optimizer.iterations.numpy())
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epochs.append(epoch)
+
+
+def test_interrupted_training_resumes_from_the_next_epoch(tmp_path):
+    app = get_app("fashion_mnist")
+    config = app.Config(
+        epochs=2, limit=128, batch_size=64, verbose=0, deterministic=True, runs_dir=str(tmp_path), run_name="resume"
+    )
+    interrupt = _InterruptAfterFirstEpoch()
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train(app, config, callbacks=[interrupt])
+    run = tmp_path / "fashion_mnist" / "resume"
+    assert (run / "backup" / "training_metadata.json").is_file()
+    assert json.loads((run / "backup" / "training_metadata.json").read_text())["epoch"] == 1
+
+    record = _RecordStart()
+    result = trainer.train(app, config, callbacks=[record])
+    assert record.epochs == [1], "the rerun must start at epoch 2 (index 1), not from scratch"
+    assert result.initial_epoch == 1
+    for restored, saved in zip(record.weights, interrupt.weights):
+        np.testing.assert_array_equal(restored, saved)
+    # The optimizer state came back too: its step counter holds epoch 1's 2 steps (128 / 64).
+    assert record.optimizer_steps == 2
+    assert len(result.history["loss"]) == 1
+    with (run / "history.csv").open() as f:
+        assert [line.split(",")[0] for line in f.read().split()[1:]] == ["0", "1"]
+    assert not (run / "backup").exists()
+    assert 0.0 <= result.metrics["test_accuracy"] <= 1.0
+
+
+def test_export_writes_a_serving_savedmodel_and_serve_prints_the_command(capsys, tmp_path, smoke_run):
+    run = smoke_run[2]
+    models = tmp_path / "saved_models"
+    status, out, err = run_cli(
+        capsys, "export", "fashion_mnist", "--checkpoint", str(run / "model.keras"), "--models-dir", str(models)
+    )
+    assert status == 0, err
+    version_dir = models / "fashion_mnist" / "1"
+    assert (version_dir / "saved_model.pb").is_file() and (version_dir / "variables").is_dir()
+    assert f"--model_base_path={models.resolve() / 'fashion_mnist'}" in out
+
+    reloaded = tf.saved_model.load(str(version_dir))
+    signature = reloaded.signatures["serving_default"]
+    inputs = signature.structured_input_signature[1]
+    assert list(inputs) == ["images"]
+    assert inputs["images"].shape.as_list() == [None, 28, 28, 1] and inputs["images"].dtype == tf.float32
+    images, _ = fashion_mnist.load_split("test")
+    batch = (images[:16, ..., None] / 255.0).astype("float32")
+    served = signature(images=tf.constant(batch))["probabilities"].numpy()
+    model = keras.saving.load_model(run / "model.keras")
+    expected = keras.ops.convert_to_numpy(keras.ops.softmax(model(batch, training=False)))
+    np.testing.assert_allclose(served, expected, atol=1e-5)
+    np.testing.assert_allclose(served.sum(axis=1), 1.0, atol=1e-5)
+
+    manifest = json.loads((models / "fashion_mnist" / "MANIFEST.json").read_text())
+    entry = manifest["versions"]["1"]
+    assert manifest["latest"] == 1
+    assert entry["test_metrics"] == json.loads((run / "metrics.json").read_text())["metrics"]
+    assert entry["config"]["model"] == "lenet5" and entry["max_abs_diff_vs_keras"] < 1e-5
+    assert entry["export_command"].endswith(f"--models-dir {models}")
+
+    # The next export is version 2; an existing version folder is never overwritten.
+    status, _, _ = run_cli(capsys, "export", "fashion_mnist", "--checkpoint", str(run / "model.keras"), "--models-dir", str(models))
+    assert status == 0 and (models / "fashion_mnist" / "2" / "saved_model.pb").is_file()
+    status, _, err = run_cli(
+        capsys, "export", "fashion_mnist", "--checkpoint", str(run / "model.keras"), "--models-dir", str(models), "--version", "1"
+    )
+    assert status == 1 and "already exists" in err
+
+    status, out, _ = run_cli(capsys, "serve", "fashion_mnist", "--models-dir", str(models), "--port", "9000")
+    assert status == 0
+    assert (
+        f"tensorflow_model_server --rest_api_port=9000 --model_name=fashion_mnist "
+        f"--model_base_path={models.resolve() / 'fashion_mnist'}"
+    ) in out
+    assert "docker run" in out and "tensorflow/serving" in out
+    if __import__("shutil").which("tensorflow_model_server") is None:
+        assert "not installed on this machine" in out
+
+
+def test_serve_without_an_export_says_what_to_run(capsys, tmp_path):
+    status, _, err = run_cli(capsys, "serve", "fashion_mnist", "--models-dir", str(tmp_path))
+    assert status == 2 and "tfsuite export fashion_mnist --checkpoint" in err
