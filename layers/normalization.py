@@ -150,7 +150,8 @@ class BatchNormalization(_Normalization):
     default outside ``fit``) the moving statistics are used. As in Keras, a
     frozen layer (``trainable=False``, e.g. transfer learning's feature
     extraction) always runs in inference mode and never updates its moving
-    statistics.
+    statistics. A mask (e.g. from ``Embedding(mask_zero=True)``; True means
+    keep) leaves padded positions out of the batch statistics.
 
     Args:
         axis: int, the channel axis. Default ``-1`` (channels_last).
@@ -167,6 +168,10 @@ class BatchNormalization(_Normalization):
     Weights: ``gamma``, ``beta`` (trainable, shape ``(channels,)``, each only
     if enabled), ``moving_mean``, ``moving_variance`` (non-trainable), in the
     order of ``keras.layers.BatchNormalization``.
+
+    Call arguments: ``inputs``; ``training`` (bool, batch statistics and
+    moving-average update when True); ``mask`` (optional bool tensor of the
+    input's shape without the channel axis, channel axis last).
 
     Input shape: any rank >= 2, e.g. ``(batch, features)`` or
     ``(batch, height, width, channels)``. Output shape: same as input.
@@ -249,16 +254,44 @@ class BatchNormalization(_Normalization):
             self._broadcast_shape = [1] * rank
             self._broadcast_shape[axis] = channels
 
-    def call(self, inputs, training=None):
+    def _check_mask(self, mask, input_shape, axis):
+        if mask is None:
+            return
+        if axis != len(input_shape) - 1 or len(mask.shape) != len(input_shape) - 1:
+            raise ValueError(
+                "BatchNormalization takes a mask of shape (batch, ...) without the channel axis, "
+                f"with the channel axis last; got mask shape {tuple(mask.shape)} for inputs of "
+                f"shape {tuple(input_shape)} and axis={self.axis}"
+            )
+
+    def _masked_moments(self, x, mask):
+        """Per-channel mean and (biased) variance over the positions where ``mask`` is True.
+
+        Padded time steps would otherwise pull the statistics towards the
+        padding value. Same arithmetic as Keras (``backend.epsilon()`` guards an
+        all-masked batch).
+        """
+        keep = ops.expand_dims(ops.cast(mask, "bool"), -1)
+        axes = self._reduction_axes
+        count = ops.sum(ops.cast(keep, x.dtype), axes, keepdims=True) + backend.epsilon()
+        mean = ops.sum(ops.where(keep, x, 0.0), axes, keepdims=True) / count
+        variance = ops.sum(ops.where(keep, ops.square(x - mean), 0.0), axes, keepdims=True) / count
+        return ops.reshape(mean, (self._channels,)), ops.reshape(variance, (self._channels,))
+
+    def call(self, inputs, training=None, mask=None):
         rank, axis = self._check_input(inputs.shape)
         if inputs.shape[axis] != self._channels:
             raise ValueError(
                 f"BatchNormalization was built for {self._channels} channels on axis {self.axis}, "
                 f"got shape {tuple(inputs.shape)}"
             )
+        self._check_mask(mask, inputs.shape, axis)
         x = ops.cast(inputs, _stats_dtype(inputs))
         if training and self.trainable:
-            mean, variance = ops.moments(x, axes=self._reduction_axes)
+            if mask is None:
+                mean, variance = ops.moments(x, axes=self._reduction_axes)
+            else:
+                mean, variance = self._masked_moments(x, mask)
             m = self.momentum
             self.moving_mean.assign(
                 ops.cast(self.moving_mean, x.dtype) * m + mean * (1.0 - m)

@@ -323,3 +323,23 @@ def test_group_norm_errors():
         GroupNormalization(groups=1)(np.ones((5,), "float32"))
     with pytest.raises(ValueError, match="not the batch axis 0"):
         GroupNormalization(groups=1, axis=0)(X2)
+
+
+def test_batch_norm_mask_leaves_padding_out_of_statistics_like_keras():
+    tokens = np.array([[1, 2, 0, 0], [3, 4, 5, 0], [6, 0, 0, 0]])
+    inputs = keras.Input((4,), dtype="int32")
+    embedded = keras.layers.Embedding(7, 3, mask_zero=True, embeddings_initializer="random_normal")(inputs)
+    ours, ref = BatchNormalization(momentum=0.5), keras.layers.BatchNormalization(momentum=0.5)
+    model = keras.Model(inputs, [ours(embedded), ref(embedded)])
+    out, expected = (to_np(o) for o in model(tokens, training=True))
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+    for a, b in zip(ours.get_weights(), ref.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    # The statistics are those of the 6 real tokens only.
+    vectors = to_np(model.layers[1](tokens))[tokens != 0]
+    np.testing.assert_allclose(ours.moving_mean.numpy(), 0.5 * vectors.mean(axis=0), atol=1e-5)
+    np.testing.assert_allclose(
+        ours.moving_variance.numpy(), 0.5 + 0.5 * vectors.var(axis=0), atol=1e-5
+    )
+    with pytest.raises(ValueError, match="takes a mask of shape"):
+        BatchNormalization(axis=1)(X3, mask=np.ones((3, 4), bool))
