@@ -275,3 +275,18 @@ def test_valid_padding_rejects_kernel_larger_than_input():
     with pytest.raises(ValueError, match=r"padding='valid' needs every spatial size >= kernel_size \(5,\)"):
         Conv1D(2, 5)(seeded_array(2, 4, 3))
     assert Conv1D(2, 5, padding="same")(seeded_array(2, 4, 3)).shape == (2, 4, 2)
+
+
+@pytest.mark.parametrize("mode", ["cross_correlation", "convolution"])
+def test_conv_mixed_precision_and_unknown_spatial_size(mode):
+    layer = Conv2D(4, 3, strides=2, padding="same", mode=mode, activation="relu", dtype="mixed_float16")
+    inputs = keras.Input((None, None, 3))
+    model = keras.Model(inputs, layer(inputs))
+    assert model.output_shape == (None, None, None, 4)
+    out = model(X2)
+    assert keras.backend.standardize_dtype(out.dtype) == "float16"
+    assert layer.kernel.dtype == "float32"  # weights stay float32, computation in float16
+    ref = Conv2D(4, 3, strides=2, padding="same", mode=mode, activation="relu")
+    ref.build(X2.shape)
+    ref.set_weights(layer.get_weights())
+    np.testing.assert_allclose(to_np(out).astype("float32"), to_np(ref(X2)), atol=2e-2)
