@@ -178,7 +178,11 @@ def feature_extractor(
         raise ValueError(f"feature_extractor needs a keras.Model backbone, got {type(backbone).__name__}")
     if (num_classes is None) == (head_builder is None):
         raise ValueError("feature_extractor needs exactly one of num_classes or head_builder")
-    if not backbone.built or not backbone.inputs:
+    try:
+        known_inputs = backbone.built and bool(backbone.inputs)
+    except (AttributeError, ValueError):  # e.g. a Sequential model without an Input
+        known_inputs = False
+    if not known_inputs:
         raise ValueError(
             "feature_extractor needs a built functional backbone with known inputs (for example "
             "resnet18(..., include_top=False))"

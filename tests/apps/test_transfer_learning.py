@@ -219,6 +219,8 @@ def test_feature_extractor_argument_errors():
         feature_extractor(backbone, num_classes=3, head_builder=lambda f: f)
     with pytest.raises(ValueError, match="needs a keras.Model backbone"):
         feature_extractor(BasicBlock(4), num_classes=3)
+    with pytest.raises(ValueError, match="needs a built functional backbone"):
+        feature_extractor(keras.Sequential([Dense(4)]), num_classes=3)
 
 
 def test_classification_head_rejects_rank_3_features():
