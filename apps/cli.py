@@ -47,10 +47,14 @@ def _command_options(command):
         )
     if command in ("export", "serve", "demo"):
         parser.add_argument(
-            "--models-dir", default=str(DEFAULT_MODELS_DIR), help="released models, TF Serving layout <dir>/<app>/<version>/"
+            "--models-dir",
+            default=str(DEFAULT_MODELS_DIR),
+            help="released models, TF Serving layout <dir>/<app>/<version>/",
         )
     if command == "export":
-        parser.add_argument("--version", type=int, default=None, help="version folder (default: one more than the latest)")
+        parser.add_argument(
+            "--version", type=int, default=None, help="version folder (default: one more than the latest)"
+        )
     if command == "serve":
         parser.add_argument("--port", type=int, default=8501, help="TF Serving REST port (default: 8501)")
     if command == "demo":
@@ -154,9 +158,8 @@ def _run_export(app, options, config):
     model = trainer.load_checkpoint(options.checkpoint)
     directory = trainer.export_saved_model(app, model, config, app_dir / str(version))
     diff = trainer.check_export(app, model, config, directory, app.serving_example(config))
-    manifest = trainer.write_manifest(
-        app_dir, version, trainer.release_entry(app, config, options.checkpoint, directory, diff, command=options.command)
-    )
+    entry = trainer.release_entry(app, config, options.checkpoint, directory, diff, command=options.command)
+    manifest = trainer.write_manifest(app_dir, version, entry)
     print(f"exported {directory}")
     print(f"reloaded serving_default matches the Keras model: max |difference| = {diff:.2e}")
     print(f"manifest: {manifest}")

@@ -42,7 +42,7 @@ SMALL_IMAGE_DEFAULTS = {
     "resnet152": {"width": 16, "small_input": True},
     "densenet121": {"growth_rate": 12, "small_input": True},
 }
-MODEL_OPTIONS = ("width", "small_input", "growth_rate", "dropout")
+MODEL_OPTIONS = ("width", "small_input", "growth_rate", "dropout", "activation", "pooling")
 
 
 @dataclass
@@ -51,17 +51,27 @@ class FashionMNISTConfig(TrainConfig):
 
     model: str = option("lenet5", f"CNN from layers.cnn_models.build_cnn: {', '.join(MODELS)}")
     width: typing.Optional[int] = option(None, "ResNet base width (app default 16 for 28x28 images)")
-    small_input: typing.Optional[bool] = option(None, "ResNet/DenseNet 3x3 stride-1 stem for small images (app default on)")
+    small_input: typing.Optional[bool] = option(
+        None, "ResNet/DenseNet 3x3 stride-1 stem for small images (app default on)"
+    )
     growth_rate: typing.Optional[int] = option(None, "DenseNet growth rate k (app default 12)")
     dropout: typing.Optional[float] = option(None, "dropout before the classifier (default: the builder's)")
-    image_size: typing.Optional[int] = option(None, "resize the 28x28 input to NxN inside the model (app default 32 for VGG, 64 for AlexNet)")
+    activation: typing.Optional[str] = option(
+        None, "LeNet-5 hidden activation, e.g. tanh (the paper's, default) or relu"
+    )
+    pooling: typing.Optional[str] = option(None, "LeNet-5 pooling: average (the paper's, default) or max")
+    image_size: typing.Optional[int] = option(
+        None, "resize the 28x28 input to NxN inside the model (app default 32 for VGG, 64 for AlexNet)"
+    )
     optimizer: str = option("adam", "adam or sgd (momentum 0.9, Nesterov)")
     lr_schedule: str = option("cosine", "constant or cosine (decay to 0 over all epochs)")
     weight_decay: float = option(0.0, "decoupled weight decay (AdamW / SGD); 0 disables")
     augment: bool = option(False, "random flip and translation of training images")
     max_shift: int = option(2, "largest translation in pixels when augmenting")
     validation_size: int = option(5000, "training images held out (the last ones) for validation")
-    data_dir: str = option("", f"folder of the idx files (default ${fashion_mnist.ENV_VAR} or {fashion_mnist.DEFAULT_DATA_DIR})")
+    data_dir: str = option(
+        "", f"folder of the idx files (default ${fashion_mnist.ENV_VAR} or {fashion_mnist.DEFAULT_DATA_DIR})"
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -78,6 +88,7 @@ class FashionMNISTConfig(TrainConfig):
             raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if self.max_shift < 0:
             raise ConfigError(f"max_shift must be >= 0, got {self.max_shift}")
+        model_options(self)  # a flag the chosen model does not take fails here, before any work
 
 
 def model_options(config):

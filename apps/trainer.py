@@ -302,7 +302,7 @@ def release_entry(app, config, checkpoint, directory, max_abs_diff, command=None
     run_record_path = Path(checkpoint).parent / "metrics.json"
     run_record = json.loads(run_record_path.read_text()) if run_record_path.is_file() else {}
     return {
-        "path": str(directory),
+        "path": directory.name,  # relative to MANIFEST.json, so the release can move
         "checkpoint": str(checkpoint),
         "config": config_to_dict(config),
         "test_metrics": run_record.get("metrics", {}),

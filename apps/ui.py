@@ -18,14 +18,18 @@ Example::
 
 from __future__ import annotations
 
+import json
+import os
 import tempfile
 from pathlib import Path
 
-import gradio as gr
-import tensorflow as tf
-from PIL import UnidentifiedImageError
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # a local demo phones nobody
 
-from apps.registry import app_names, get_app
+import gradio as gr  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from PIL import UnidentifiedImageError  # noqa: E402
+
+from apps.registry import app_names, get_app  # noqa: E402
 
 __all__ = ["ImageInput", "ReleasedModel", "build_demo", "latest_version_dir", "launch", "make_predict"]
 
@@ -37,7 +41,8 @@ def latest_version_dir(models_dir, app_name):
     if not versions:
         raise FileNotFoundError(
             f"no released model under {app_dir}/; train and export one: "
-            f"`tfsuite train {app_name}` then `tfsuite export {app_name} --checkpoint runs/{app_name}/<run>/model.keras`"
+            f"`tfsuite train {app_name}` then "
+            f"`tfsuite export {app_name} --checkpoint runs/{app_name}/<run>/model.keras`"
         )
     return app_dir / str(versions[-1])
 
@@ -87,6 +92,18 @@ class ImageInput(gr.Image):
             ) from None
 
 
+def _release_note(version_dir):
+    """One line about the released version, from its MANIFEST.json entry when there is one."""
+    note = f"Model: `{version_dir.parent.name}/{version_dir.name}`"
+    manifest = version_dir.parent / "MANIFEST.json"
+    if manifest.is_file():
+        entry = json.loads(manifest.read_text()).get("versions", {}).get(version_dir.name, {})
+        metrics = ", ".join(f"{k} {v:.4f}" for k, v in entry.get("test_metrics", {}).items() if "loss" not in k)
+        model = entry.get("config", {}).get("model")
+        note += f" ({model}; {metrics})" if model and metrics else ""
+    return note + "."
+
+
 def build_demo(names=None, models_dir=None, examples_dir=None):
     """Build the ``gr.Blocks`` app: a tab per app with a released model.
 
@@ -100,7 +117,9 @@ def build_demo(names=None, models_dir=None, examples_dir=None):
     models_dir = Path(models_dir or DEFAULT_MODELS_DIR)
     examples_dir = Path(examples_dir or tempfile.mkdtemp(prefix="tfsuite_examples_"))
     with gr.Blocks(title="tfsuite demos") as demo:
-        gr.Markdown("# tfsuite demos\nReleased models from `saved_models/`, served through their `serving_default` signature.")
+        gr.Markdown(
+            "# tfsuite demos\nReleased models from `saved_models/`, served through their `serving_default` signature."
+        )
         for name in names or app_names():
             app = get_app(name)
             with gr.Tab(app.title):
@@ -109,7 +128,7 @@ def build_demo(names=None, models_dir=None, examples_dir=None):
                 except FileNotFoundError as e:
                     gr.Markdown(f"**{app.title}**: {e}")
                     continue
-                gr.Markdown(f"{app.description}. Model: `{version_dir}`.")
+                gr.Markdown(f"{app.description}. {_release_note(version_dir)}")
                 model = ReleasedModel(version_dir)
                 with gr.Row():
                     with gr.Column():

@@ -239,11 +239,10 @@ def test_export_writes_a_serving_savedmodel_and_serve_prints_the_command(capsys,
     assert entry["export_command"].endswith(f"--models-dir {models}")
 
     # The next export is version 2; an existing version folder is never overwritten.
-    status, _, _ = run_cli(capsys, "export", "fashion_mnist", "--checkpoint", str(run / "model.keras"), "--models-dir", str(models))
+    export = ["export", "fashion_mnist", "--checkpoint", str(run / "model.keras"), "--models-dir", str(models)]
+    status, _, _ = run_cli(capsys, *export)
     assert status == 0 and (models / "fashion_mnist" / "2" / "saved_model.pb").is_file()
-    status, _, err = run_cli(
-        capsys, "export", "fashion_mnist", "--checkpoint", str(run / "model.keras"), "--models-dir", str(models), "--version", "1"
-    )
+    status, _, err = run_cli(capsys, *export, "--version", "1")
     assert status == 1 and "already exists" in err
 
     status, out, _ = run_cli(capsys, "serve", "fashion_mnist", "--models-dir", str(models), "--port", "9000")

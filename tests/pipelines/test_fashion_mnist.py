@@ -89,7 +89,8 @@ def test_env_var_overrides_the_directory(tmp_path, monkeypatch):
     labels = np.array([4, 0, 9], np.uint8)
     for prefix in ("train", "t10k"):
         with gzip.open(tmp_path / f"{prefix}-images-idx3-ubyte.gz", "wb") as f:
-            f.write((0x803).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in images.shape) + images.tobytes())
+            header = (0x803).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in images.shape)
+            f.write(header + images.tobytes())
         with gzip.open(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", "wb") as f:
             f.write((0x801).to_bytes(4, "big") + (3).to_bytes(4, "big") + labels.tobytes())
     monkeypatch.setenv(fashion_mnist.ENV_VAR, str(tmp_path))
