@@ -234,9 +234,9 @@ class FashionMNISTApp(App):
     # --- UI ---------------------------------------------------------------------
 
     def ui_inputs(self):
-        from apps.ui import ImageInput
+        import gradio as gr
 
-        return [ImageInput(label="Clothing image (any size or colour)", type="numpy", image_mode="RGBA")]
+        return [gr.Image(label="Clothing image (any size or colour)", type="numpy", image_mode="RGBA")]
 
     def ui_outputs(self):
         import gradio as gr

@@ -27,11 +27,10 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # a local demo phone
 
 import gradio as gr  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from PIL import UnidentifiedImageError  # noqa: E402
 
 from apps.registry import app_names, get_app  # noqa: E402
 
-__all__ = ["ImageInput", "ReleasedModel", "build_demo", "latest_version_dir", "launch", "make_predict"]
+__all__ = ["ReleasedModel", "build_demo", "guard_input", "latest_version_dir", "launch", "make_predict"]
 
 
 def latest_version_dir(models_dir, app_name):
@@ -74,22 +73,28 @@ def make_predict(app, model):
     return predict
 
 
-class ImageInput(gr.Image):
-    """``gr.Image`` for app tabs: an unreadable upload becomes a ``gr.Error`` message.
+def guard_input(component):
+    """Make ``component`` report an unreadable upload as a ``gr.Error`` message.
 
-    Plain ``gr.Image`` lets PIL's ``UnidentifiedImageError`` escape as a
-    generic processing error; the user should read what to do instead.
+    Plain components let, for example, PIL's ``UnidentifiedImageError``
+    escape as a generic processing error; the user should read what to do
+    instead. The instance's ``preprocess`` is wrapped rather than subclassed
+    because gradio writes a ``.pyi`` file next to any module that subclasses
+    a component.
     """
+    original = component.preprocess
+    kind = "an image file (PNG or JPEG)" if isinstance(component, gr.Image) else "a valid file"
 
-    is_template = True  # the browser renders it as the gr.Image it derives from
-
-    def preprocess(self, payload):
+    def preprocess(payload):
         try:
-            return super().preprocess(payload)
-        except (UnidentifiedImageError, OSError, ValueError) as e:
-            raise gr.Error(
-                f"Could not read the uploaded file as an image ({type(e).__name__}); upload a PNG or JPEG."
-            ) from None
+            return original(payload)
+        except gr.Error:
+            raise
+        except Exception as e:  # noqa: BLE001 - whatever the decoder raised, the fix is a readable upload
+            raise gr.Error(f"Could not read the uploaded file ({type(e).__name__}); upload {kind}.") from None
+
+    component.preprocess = preprocess
+    return component
 
 
 def _release_note(version_dir):
@@ -132,7 +137,7 @@ def build_demo(names=None, models_dir=None, examples_dir=None):
                 model = ReleasedModel(version_dir)
                 with gr.Row():
                     with gr.Column():
-                        inputs = app.ui_inputs()
+                        inputs = [guard_input(component) for component in app.ui_inputs()]
                         button = gr.Button("Run", variant="primary")
                     with gr.Column():
                         outputs = app.ui_outputs()
