@@ -1,0 +1,423 @@
+"""Transformer models (textbook chapter 5): encoder-decoder ``Transformer`` and decoder-only ``TransformerCausalLM``.
+
+Both read top to bottom like nanoGPT's ``model.py``: token embedding plus
+position encoding (section 5.2), a stack of ``layers.transformer`` layers, and
+a linear map to the vocabulary (tied to the token embedding by default, as in
+the original paper and GPT-2).
+
+Generation (``layers/generation.py``) uses the same small interface on both,
+in the keras-hub spirit:
+
+- ``build_cache(batch_size, cache_length, ...)``: zero KV-cache tensors (for
+  the encoder-decoder model also the encoder output projected once into each
+  layer's cross-attention keys and values);
+- ``call_with_cache(token_ids, cache, cache_index)``: run ``token_ids``
+  ``(batch, T)`` placed at ``cache_index``, return ``(logits, new_cache)``;
+- ``generation_logits(token_ids, context)``: logits of the full sequence
+  without a cache, for the uncached reference decoder.
+
+A cache is a tuple of plain tensors with a fixed ``cache_length``, so the
+whole decode loop fits in one ``tf.while_loop`` and exports to TFLite.
+"""
+
+import keras
+from keras import ops
+
+from layers.normalization import LayerNormalization
+from layers.perceptron import Dense
+from layers.position_encoding import LearnedPositionEmbedding, SinusoidalPositionEncoding
+from layers.transformer import TransformerDecoderLayer, TransformerEncoderLayer, head_size
+from layers.validation import check_choice, check_positive_float, check_positive_int, check_rank
+
+__all__ = ["TransformerCausalLM", "Transformer", "copy_gpt2_weights"]
+
+_POSITION_ENCODINGS = ("learned", "sinusoidal")
+
+
+def _check_token_ids(model_name, token_ids, what="token_ids"):
+    check_rank(f"{model_name} {what}", token_ids.shape, 2, "(batch, time) of int token ids")
+
+
+class _TokenModel(keras.Model):
+    """Embedding, position encoding and output head shared by both models."""
+
+    def _init_common(
+        self, max_length, hidden_dim, num_heads, intermediate_dim, dropout, activation, normalize_first,
+        position_encoding, tie_embeddings, layer_norm_epsilon,
+    ):
+        name = type(self).__name__
+        self.max_length = check_positive_int(f"{name} max_length", max_length)
+        self.hidden_dim = check_positive_int(f"{name} hidden_dim", hidden_dim)
+        self.num_heads = check_positive_int(f"{name} num_heads", num_heads)
+        head_size(name, self.hidden_dim, self.num_heads)
+        self.intermediate_dim = check_positive_int(f"{name} intermediate_dim", intermediate_dim or 4 * hidden_dim)
+        self.dropout = check_positive_float(f"{name} dropout", dropout, allow_zero=True)
+        self.activation = activation
+        self.normalize_first = bool(normalize_first)
+        self.position_encoding = check_choice(f"{name} position_encoding", position_encoding, _POSITION_ENCODINGS)
+        self.tie_embeddings = bool(tie_embeddings)
+        self.layer_norm_epsilon = check_positive_float(f"{name} layer_norm_epsilon", layer_norm_epsilon)
+        self._layer_kwargs = dict(
+            intermediate_dim=self.intermediate_dim, num_heads=self.num_heads, dropout=self.dropout,
+            activation=activation, layer_norm_epsilon=self.layer_norm_epsilon,
+            normalize_first=self.normalize_first,
+        )
+
+    def _position_layer(self, name):
+        if self.position_encoding == "learned":
+            return LearnedPositionEmbedding(self.max_length, initializer=keras.initializers.RandomNormal(0.02), name=name)
+        return SinusoidalPositionEncoding(name=name)
+
+    def _embedding_weight(self, name, vocab_size):
+        return self.add_weight(
+            name=name, shape=(vocab_size, self.hidden_dim), initializer=keras.initializers.RandomNormal(0.02)
+        )
+
+    def _embed(self, embeddings, position_layer, dropout_layer, token_ids, start_index, training):
+        x = ops.take(embeddings, ops.cast(token_ids, "int32"), axis=0)
+        x = x + position_layer(x, start_index=start_index)
+        return x if dropout_layer is None else dropout_layer(x, training=training)
+
+    def _logits(self, x, embeddings, final_norm, lm_head):
+        if final_norm is not None:
+            x = final_norm(x)
+        if lm_head is not None:
+            return lm_head(x)
+        # Tied output: logits = x E^T, contracting on d_model without a transposed copy of E.
+        return ops.einsum("btd,vd->btv", x, embeddings)
+
+    def _common_config(self):
+        return {
+            "max_length": self.max_length,
+            "hidden_dim": self.hidden_dim,
+            "num_heads": self.num_heads,
+            "intermediate_dim": self.intermediate_dim,
+            "dropout": self.dropout,
+            "activation": self.activation,
+            "normalize_first": self.normalize_first,
+            "position_encoding": self.position_encoding,
+            "tie_embeddings": self.tie_embeddings,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+        }
+
+
+@keras.saving.register_keras_serializable(package="tfsuite")
+class TransformerCausalLM(_TokenModel):
+    """Decoder-only causal language model (chapter 5 decoder stack, GPT of section 6.2).
+
+    ``logits = LN(Decoder^L(Embed(tokens) + PE)) E^T``: ``num_layers``
+    ``TransformerDecoderLayer``s without cross-attention, causal self-attention.
+    Pre-LN with a final layer norm (GPT-2) by default; ``normalize_first=False``
+    gives the post-LN GPT of the original paper.
+
+    Args:
+        vocab_size: int, number of token ids.
+        max_length: int, longest sequence (positions of the learned embedding,
+            and the default KV-cache length).
+        num_layers: int, number of decoder layers. Default 2.
+        hidden_dim: int, ``d_model``. Default 32.
+        num_heads: int, attention heads; must divide ``hidden_dim``. Default 2.
+        intermediate_dim: int or None, FFN width; None means ``4 * hidden_dim``.
+        dropout: float in [0, 1). Default 0.
+        activation: str, FFN activation. Default ``"gelu"`` (GPT-2).
+        normalize_first: bool, pre-LN (GPT-2) or post-LN. Default True.
+        position_encoding: ``"learned"`` (default, GPT) or ``"sinusoidal"``.
+        tie_embeddings: bool, output projection is the transposed token
+            embedding. Default True.
+        layer_norm_epsilon: float > 0. Default ``1e-5``.
+
+    Call arguments:
+        token_ids: int ``(batch, T)``.
+        padding_mask: bool ``(batch, T)`` or None, True for real tokens.
+
+    Output: logits ``(batch, T, vocab_size)``.
+
+    Example:
+    >>> lm = TransformerCausalLM(vocab_size=100, max_length=32)
+    >>> lm(np.ones((2, 8), "int32")).shape
+    (2, 8, 100)
+    """
+
+    is_encoder_decoder = False
+
+    def __init__(
+        self,
+        vocab_size,
+        max_length,
+        num_layers=2,
+        hidden_dim=32,
+        num_heads=2,
+        intermediate_dim=None,
+        dropout=0.0,
+        activation="gelu",
+        normalize_first=True,
+        position_encoding="learned",
+        tie_embeddings=True,
+        layer_norm_epsilon=1e-5,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.vocab_size = check_positive_int("TransformerCausalLM vocab_size", vocab_size)
+        self.num_layers = check_positive_int("TransformerCausalLM num_layers", num_layers)
+        self._init_common(
+            max_length, hidden_dim, num_heads, intermediate_dim, dropout, activation, normalize_first,
+            position_encoding, tie_embeddings, layer_norm_epsilon,
+        )
+        self.position_embedding = self._position_layer("position_embedding")
+        self.embeddings_dropout = keras.layers.Dropout(self.dropout) if self.dropout else None
+        self.decoder_layers = [
+            TransformerDecoderLayer(**self._layer_kwargs, name=f"decoder_layer_{i}") for i in range(self.num_layers)
+        ]
+        self.final_layer_norm = (
+            LayerNormalization(epsilon=self.layer_norm_epsilon, name="final_layer_norm")
+            if self.normalize_first else None
+        )
+        self.lm_head = None if self.tie_embeddings else Dense(self.vocab_size, name="lm_head")
+
+    def build(self, input_shape=None):
+        self.token_embeddings = self._embedding_weight("token_embeddings", self.vocab_size)
+        sequence = (None, None, self.hidden_dim)
+        self.position_embedding.build(sequence)
+        for layer in self.decoder_layers:
+            layer.build(sequence)
+        for layer in (self.final_layer_norm, self.lm_head):
+            if layer is not None:
+                layer.build(sequence)
+
+    def call(self, token_ids, padding_mask=None, training=None):
+        _check_token_ids("TransformerCausalLM", token_ids)
+        x = self._embed(self.token_embeddings, self.position_embedding, self.embeddings_dropout, token_ids, 0, training)
+        for layer in self.decoder_layers:
+            x = layer(x, decoder_padding_mask=padding_mask, training=training)
+        return self._logits(x, self.token_embeddings, self.final_layer_norm, self.lm_head)
+
+    def build_cache(self, batch_size, cache_length=None):
+        """Zero ``((key, value), ...)`` per layer, each ``(batch, heads, cache_length, head_dim)``."""
+        cache_length = cache_length or self.max_length
+        return tuple(layer.self_attention.empty_cache(batch_size, cache_length) for layer in self.decoder_layers)
+
+    def call_with_cache(self, token_ids, cache, cache_index):
+        """Logits of ``token_ids`` placed at ``cache_index`` and the updated cache."""
+        x = self._embed(self.token_embeddings, self.position_embedding, None, token_ids, cache_index, False)
+        new_cache = []
+        for layer, layer_cache in zip(self.decoder_layers, cache):
+            x, layer_cache = layer(x, self_attention_cache=layer_cache, cache_index=cache_index)
+            new_cache.append(layer_cache)
+        return self._logits(x, self.token_embeddings, self.final_layer_norm, self.lm_head), tuple(new_cache)
+
+    def generation_logits(self, token_ids, context):
+        """Logits of the whole sequence, recomputed from scratch (no cache)."""
+        return self(token_ids)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "vocab_size": self.vocab_size,
+            "num_layers": self.num_layers,
+            **self._common_config(),
+        }
+
+
+@keras.saving.register_keras_serializable(package="tfsuite")
+class Transformer(_TokenModel):
+    """Section 5.1, the encoder-decoder Transformer (Vaswani et al., 2017).
+
+    ``enc = Encoder^N(Embed(src) + PE)``,
+    ``logits = Decoder^N(Embed(tgt) + PE, enc) E^T``: post-LN layers, sinusoidal
+    position encoding and ReLU FFN by default, as in the paper.
+
+    Args:
+        encoder_vocab_size: int, source vocabulary size.
+        decoder_vocab_size: int, target vocabulary size.
+        max_length: int, longest source or target sequence (learned position
+            embedding size and the default KV-cache length).
+        num_encoder_layers, num_decoder_layers: ints. Default 2 each.
+        hidden_dim: int, ``d_model``. Default 32.
+        num_heads: int; must divide ``hidden_dim``. Default 2.
+        intermediate_dim: int or None, FFN width; None means ``4 * hidden_dim``.
+        dropout: float in [0, 1). Default 0.
+        activation: str, FFN activation. Default ``"relu"``.
+        normalize_first: bool, pre-LN (with final layer norms) instead of
+            post-LN. Default False.
+        position_encoding: ``"sinusoidal"`` (default) or ``"learned"``.
+        tie_embeddings: bool, output projection is the transposed decoder
+            embedding. Default True.
+        layer_norm_epsilon: float > 0. Default ``1e-5``.
+
+    Call arguments:
+        inputs: ``[encoder_token_ids (batch, S), decoder_token_ids (batch, T)]``.
+        encoder_padding_mask: bool ``(batch, S)`` or None.
+        decoder_padding_mask: bool ``(batch, T)`` or None.
+
+    Output: logits ``(batch, T, decoder_vocab_size)``.
+
+    Example:
+    >>> model = Transformer(encoder_vocab_size=50, decoder_vocab_size=60, max_length=16)
+    >>> model([np.ones((2, 10), "int32"), np.ones((2, 7), "int32")]).shape
+    (2, 7, 60)
+    """
+
+    is_encoder_decoder = True
+
+    def __init__(
+        self,
+        encoder_vocab_size,
+        decoder_vocab_size,
+        max_length,
+        num_encoder_layers=2,
+        num_decoder_layers=2,
+        hidden_dim=32,
+        num_heads=2,
+        intermediate_dim=None,
+        dropout=0.0,
+        activation="relu",
+        normalize_first=False,
+        position_encoding="sinusoidal",
+        tie_embeddings=True,
+        layer_norm_epsilon=1e-5,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.encoder_vocab_size = check_positive_int("Transformer encoder_vocab_size", encoder_vocab_size)
+        self.decoder_vocab_size = check_positive_int("Transformer decoder_vocab_size", decoder_vocab_size)
+        self.vocab_size = self.decoder_vocab_size
+        self.num_encoder_layers = check_positive_int("Transformer num_encoder_layers", num_encoder_layers)
+        self.num_decoder_layers = check_positive_int("Transformer num_decoder_layers", num_decoder_layers)
+        self._init_common(
+            max_length, hidden_dim, num_heads, intermediate_dim, dropout, activation, normalize_first,
+            position_encoding, tie_embeddings, layer_norm_epsilon,
+        )
+        self.encoder_position = self._position_layer("encoder_position")
+        self.decoder_position = self._position_layer("decoder_position")
+        self.encoder_dropout = keras.layers.Dropout(self.dropout) if self.dropout else None
+        self.decoder_dropout = keras.layers.Dropout(self.dropout) if self.dropout else None
+        self.encoder_layers = [
+            TransformerEncoderLayer(**self._layer_kwargs, name=f"encoder_layer_{i}")
+            for i in range(self.num_encoder_layers)
+        ]
+        self.decoder_layers = [
+            TransformerDecoderLayer(**self._layer_kwargs, name=f"decoder_layer_{i}")
+            for i in range(self.num_decoder_layers)
+        ]
+        norm = lambda name: LayerNormalization(epsilon=self.layer_norm_epsilon, name=name)  # noqa: E731
+        self.encoder_final_norm = norm("encoder_final_norm") if self.normalize_first else None
+        self.decoder_final_norm = norm("decoder_final_norm") if self.normalize_first else None
+        self.lm_head = None if self.tie_embeddings else Dense(self.decoder_vocab_size, name="lm_head")
+
+    def build(self, input_shape=None):
+        self.encoder_embeddings = self._embedding_weight("encoder_embeddings", self.encoder_vocab_size)
+        self.decoder_embeddings = self._embedding_weight("decoder_embeddings", self.decoder_vocab_size)
+        sequence = (None, None, self.hidden_dim)
+        self.encoder_position.build(sequence)
+        self.decoder_position.build(sequence)
+        for layer in self.encoder_layers:
+            layer.build(sequence)
+        for layer in self.decoder_layers:
+            layer.build([sequence, sequence])
+        for layer in (self.encoder_final_norm, self.decoder_final_norm, self.lm_head):
+            if layer is not None:
+                layer.build(sequence)
+
+    def encode(self, encoder_token_ids, encoder_padding_mask=None, training=None):
+        """Encoder output ``(batch, S, hidden_dim)``."""
+        _check_token_ids("Transformer", encoder_token_ids, "encoder_token_ids")
+        x = self._embed(
+            self.encoder_embeddings, self.encoder_position, self.encoder_dropout, encoder_token_ids, 0, training
+        )
+        for layer in self.encoder_layers:
+            x = layer(x, padding_mask=encoder_padding_mask, training=training)
+        return x if self.encoder_final_norm is None else self.encoder_final_norm(x)
+
+    def call(self, inputs, encoder_padding_mask=None, decoder_padding_mask=None, training=None):
+        if not isinstance(inputs, (list, tuple)) or len(inputs) != 2:
+            raise ValueError("Transformer expects inputs [encoder_token_ids, decoder_token_ids]")
+        encoder_token_ids, decoder_token_ids = inputs
+        _check_token_ids("Transformer", decoder_token_ids, "decoder_token_ids")
+        encoded = self.encode(encoder_token_ids, encoder_padding_mask, training=training)
+        x = self._embed(
+            self.decoder_embeddings, self.decoder_position, self.decoder_dropout, decoder_token_ids, 0, training
+        )
+        for layer in self.decoder_layers:
+            x = layer(
+                [x, encoded], decoder_padding_mask=decoder_padding_mask,
+                encoder_padding_mask=encoder_padding_mask, training=training,
+            )
+        return self._logits(x, self.decoder_embeddings, self.decoder_final_norm, self.lm_head)
+
+    def build_cache(self, batch_size, cache_length=None, encoder_token_ids=None, encoder_padding_mask=None):
+        """``(self_caches, cross_caches, encoder_padding_mask)``.
+
+        Runs the encoder once and projects its output into every decoder
+        layer's cross-attention keys and values.
+        """
+        if encoder_token_ids is None:
+            raise ValueError("Transformer.build_cache needs encoder_token_ids")
+        cache_length = cache_length or self.max_length
+        if encoder_padding_mask is None:
+            encoder_padding_mask = ops.ones(ops.shape(encoder_token_ids), "bool")
+        encoder_padding_mask = ops.cast(encoder_padding_mask, "bool")
+        encoded = self.encode(encoder_token_ids, encoder_padding_mask)
+        self_caches = tuple(layer.self_attention.empty_cache(batch_size, cache_length) for layer in self.decoder_layers)
+        cross_caches = tuple(layer.cross_attention.compute_key_value(encoded) for layer in self.decoder_layers)
+        return self_caches, cross_caches, encoder_padding_mask
+
+    def call_with_cache(self, token_ids, cache, cache_index):
+        """Decoder logits of ``token_ids`` placed at ``cache_index`` and the updated cache."""
+        self_caches, cross_caches, encoder_padding_mask = cache
+        x = self._embed(self.decoder_embeddings, self.decoder_position, None, token_ids, cache_index, False)
+        new_self = []
+        for layer, self_cache, cross_cache in zip(self.decoder_layers, self_caches, cross_caches):
+            x, self_cache = layer(
+                x, encoder_padding_mask=encoder_padding_mask, self_attention_cache=self_cache,
+                cache_index=cache_index, cross_attention_cache=cross_cache,
+            )
+            new_self.append(self_cache)
+        logits = self._logits(x, self.decoder_embeddings, self.decoder_final_norm, self.lm_head)
+        return logits, (tuple(new_self), cross_caches, encoder_padding_mask)
+
+    def generation_logits(self, token_ids, context):
+        """Decoder logits of the whole sequence, encoder included, without a cache."""
+        return self(
+            [context["encoder_token_ids"], token_ids], encoder_padding_mask=context.get("encoder_padding_mask")
+        )
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "encoder_vocab_size": self.encoder_vocab_size,
+            "decoder_vocab_size": self.decoder_vocab_size,
+            "num_encoder_layers": self.num_encoder_layers,
+            "num_decoder_layers": self.num_decoder_layers,
+            **self._common_config(),
+        }
+
+
+def copy_gpt2_weights(backbone, lm):
+    """Copy a ``keras_hub.models.GPT2Backbone``'s weights into a ``TransformerCausalLM``.
+
+    The two are the same network when ``lm`` has GPT-2's defaults (pre-LN,
+    ``"gelu"``, learned positions, tied embeddings) and the same sizes; used
+    for parity tests and to benchmark both on identical weights.
+    """
+    if lm.num_layers != backbone.num_layers or lm.hidden_dim != backbone.hidden_dim:
+        raise ValueError(
+            f"GPT2Backbone has {backbone.num_layers} layers of width {backbone.hidden_dim}, the LM has "
+            f"{lm.num_layers} of width {lm.hidden_dim}"
+        )
+    gpt2_like = lm.normalize_first and lm.tie_embeddings and lm.position_encoding == "learned"
+    if not gpt2_like or lm.activation != "gelu":
+        raise ValueError(
+            "copy_gpt2_weights needs a GPT-2 style TransformerCausalLM (normalize_first=True, "
+            "tie_embeddings=True, position_encoding='learned', activation='gelu')"
+        )
+    if not lm.built:
+        lm.build()
+    lm.token_embeddings.assign(backbone.token_embedding.embeddings)
+    lm.position_embedding.set_weights(backbone.position_embedding.get_weights())
+    for theirs, ours in zip(backbone.transformer_layers, lm.decoder_layers):
+        ours.self_attention.set_weights(theirs._self_attention_layer.get_weights())
+        ours.self_attention_layer_norm.set_weights(theirs._self_attention_layer_norm.get_weights())
+        ours.feedforward.intermediate_dense.set_weights(theirs._feedforward_intermediate_dense.get_weights())
+        ours.feedforward.output_dense.set_weights(theirs._feedforward_output_dense.get_weights())
+        ours.feedforward_layer_norm.set_weights(theirs._feedforward_layer_norm.get_weights())
+    lm.final_layer_norm.set_weights(backbone.layer_norm.get_weights())
