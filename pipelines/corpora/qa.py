@@ -84,7 +84,7 @@ _TEMPLATES = {
         + r"(?P<verb>provides|contains|includes|offers|implements|supports) (?P<answer>[^\n]{3,200}?)"
         + _END
     ),
-    "allows": re.compile(_START + rf"(?P<subject>{_NAME}) (?P<verb>allows|lets|enables) (?:you|users|the user) to (?P<answer>[^\n]{{3,150}}?)" + _END),
+    "allows": re.compile(_START + rf"(?P<subject>{_NAME}) (?:(?P<verb>allows|enables) (?:you|users|the user) to|lets (?:you|users|the user)) (?P<answer>[^\n]{{3,150}}?)" + _END),
     "based_on": re.compile(_START + rf"(?P<subject>{_NAME}) is (?:based on|built on top of|built on) (?P<answer>[^\n]{{3,150}}?)" + _END),
     "written_in": re.compile(_START + rf"(?P<subject>{_NAME}) is (?:written|implemented) in (?P<answer>[A-Z][\w+#]*(?: [A-Z][\w+#]*)?)"),
 }
