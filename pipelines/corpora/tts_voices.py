@@ -15,7 +15,7 @@ festival   ``kal_diphone``, ``cmu_us_slt_arctic_hts``       ``festival``, ``fest
 
 and ``sox`` for the post-processing: peak-normalise to -3 dBFS, change tempo
 (speed without pitch, ``tempo -s``) and pitch (``pitch``, cents), resample
-to 16 kHz mono 16-bit. White noise at a given SNR is added in NumPy from a
+to 16 kHz mono 16-bit without dither (``-D``, so output is bit-exact). White noise at a given SNR is added in NumPy from a
 seed, so an utterance is reproducible.
 
 A voice is named ``engine/voice`` (``espeak-ng/en-us+m3``, ``flite/slt``,
@@ -124,7 +124,7 @@ def synthesize(voice, text, speed=1.0, pitch_cents=0.0, snr_db=math.inf, seed=0)
             effects += ["pitch", f"{pitch_cents:.1f}"]
         effects += ["rate", "-h", str(SAMPLE_RATE)]
         raw = run(
-            ["sox", str(wav_file), "-t", "raw", "-e", "signed-integer", "-b", "16", "-c", "1", "-L", "-", *effects],
+            ["sox", "-D", str(wav_file), "-t", "raw", "-e", "signed-integer", "-b", "16", "-c", "1", "-L", "-", *effects],
             package="sox",
             timeout=120,
         )
