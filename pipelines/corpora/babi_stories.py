@@ -28,7 +28,6 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-import random
 
 __all__ = ["TASKS", "PEOPLE", "ROOMS", "OBJECTS", "Story", "generate"]
 
