@@ -2,7 +2,7 @@ import collections
 
 import pytest
 
-from pipelines.corpora import build, sources
+from pipelines.corpora import build, python_stdlib, sources
 from pipelines.corpora.splits import Deduplicator, assign_split, dedup_key
 
 
@@ -53,11 +53,18 @@ def test_dataset_names():
 
 
 def test_build_caps_splits_in_a_separate_dir_and_prints_counts(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("TFSUITE_DATA_DIR", str(tmp_path))
+    # A small stand-in for the stdlib keeps the test fast: 300 documented functions.
+    stdlib = tmp_path / "lib"
+    stdlib.mkdir()
+    (stdlib / "ops.py").write_text(
+        "".join(f'def op_{i}(x):\n    """Return x shifted by {i} units."""\n    return x + {i}\n\n\n' for i in range(300))
+    )
+    monkeypatch.setattr(python_stdlib, "stdlib_dir", lambda: stdlib)
+    monkeypatch.setenv("TFSUITE_DATA_DIR", str(tmp_path / "tfds"))
     lines = []
     counts = build.build("code", max_examples=3, print_fn=lines.append)
     assert counts == {"tfsuite_code": {"train": 3, "validation": 3, "test": 3}}
-    assert (tmp_path / "max_examples_3" / "tfsuite_code").is_dir() and not (tmp_path / "tfsuite_code").exists()
+    assert (tmp_path / "tfds" / "max_examples_3" / "tfsuite_code").is_dir() and not (tmp_path / "tfds" / "tfsuite_code").exists()
     assert lines[0].startswith("tfsuite_code 1.0.0 (built in") and lines[1].split() == ["train", "3"]
     again = []
     build.build("code", max_examples=3, print_fn=again.append)
