@@ -14,7 +14,9 @@ in the keras-hub spirit:
 - ``call_with_cache(token_ids, cache, cache_index)``: run ``token_ids``
   ``(batch, T)`` placed at ``cache_index``, return ``(logits, new_cache)``;
 - ``generation_logits(token_ids, context)``: logits of the full sequence
-  without a cache, for the uncached reference decoder.
+  without a cache, for the uncached reference decoder;
+- ``reorder_cache(cache, rows)``: re-gather the cache's batch rows after a
+  beam-search step.
 
 A cache is a tuple of plain tensors with a fixed ``cache_length``, so the
 whole decode loop fits in one ``tf.while_loop`` and exports to TFLite.
@@ -36,6 +38,10 @@ _POSITION_ENCODINGS = ("learned", "sinusoidal")
 
 def _check_token_ids(model_name, token_ids, what="token_ids"):
     check_rank(f"{model_name} {what}", token_ids.shape, 2, "(batch, time) of int token ids")
+
+
+def _take_rows(cache, rows):
+    return tuple((ops.take(k, rows, axis=0), ops.take(v, rows, axis=0)) for k, v in cache)
 
 
 class _TokenModel(keras.Model):
@@ -209,6 +215,10 @@ class TransformerCausalLM(_TokenModel):
         """Logits of the whole sequence, recomputed from scratch (no cache)."""
         return self(token_ids)
 
+    def reorder_cache(self, cache, rows):
+        """The cache with its batch rows taken from ``rows`` (beam search)."""
+        return _take_rows(cache, rows)
+
     def get_config(self):
         return {
             **super().get_config(),
@@ -374,6 +384,15 @@ class Transformer(_TokenModel):
             new_self.append(self_cache)
         logits = self._logits(x, self.decoder_embeddings, self.decoder_final_norm, self.lm_head)
         return logits, (tuple(new_self), cross_caches, encoder_padding_mask)
+
+    def reorder_cache(self, cache, rows):
+        """Self-attention caches re-gathered by ``rows`` (beam search).
+
+        The cross-attention part is left alone: beams of one prompt share the
+        same encoder output, so gathering it would only copy.
+        """
+        self_caches, cross_caches, encoder_padding_mask = cache
+        return _take_rows(self_caches, rows), cross_caches, encoder_padding_mask
 
     def generation_logits(self, token_ids, context):
         """Decoder logits of the whole sequence, encoder included, without a cache."""
