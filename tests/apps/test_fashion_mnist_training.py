@@ -47,11 +47,13 @@ def test_lenet5_reaches_089(capsys, tmp_path):
 @pytest.mark.slow
 def test_narrow_resnet18_reaches_092(capsys, tmp_path):
     # ResNet-18 at width 8 with the 3x3 stride-1 stem keeps the full 28x28
-    # resolution while staying cheap enough for a 2-core CPU.
+    # resolution while staying cheap enough for a 2-core CPU. Without
+    # augmentation it overfits (6 epochs: train 0.961, test 0.9187), so the
+    # flip/translate augmentation is on.
     accuracy = train_and_read_accuracy(
         capsys,
         tmp_path,
-        *("--model", "resnet18", "--width", "8", "--small-input"),
+        *("--model", "resnet18", "--width", "8", "--small-input", "--augment"),
         *("--epochs", "8", "--learning-rate", "2e-3"),
     )
     assert accuracy >= 0.92
