@@ -53,6 +53,11 @@ def _column(tokens, index):
     return tf.reshape(tf.slice(tokens, [0, index], [-1, 1]), [-1])
 
 
+def _write_column(tokens, column, index):
+    """``tokens[:, index] = column`` as a dynamic-update-slice (in place under XLA, a TFLite builtin)."""
+    return ops.slice_update(tokens, [0, index], tf.expand_dims(tf.cast(column, tokens.dtype), 1))
+
+
 class TextGenerator:
     """Compiled autoregressive generation for the tfsuite Transformer models.
 
@@ -300,11 +305,6 @@ class TextGenerator:
             "lengths": tf.gather(out_lengths, best),
             "scores": tf.gather(tf.reshape(normalized, [-1]), best),
         }
-
-
-def _write_column(tokens, column, index):
-    """``tokens[:, index] = column`` as a dynamic-update-slice (in place under XLA, a TFLite builtin)."""
-    return ops.slice_update(tokens, [0, index], tf.expand_dims(tf.cast(column, tokens.dtype), 1))
 
 
 def generate(model, prompt_ids, prompt_lengths=None, *, max_new_tokens=32, sampler="greedy", seed=0, **kwargs):

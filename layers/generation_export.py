@@ -22,10 +22,9 @@ Greedy and beam search export to TFLite; the random samplers export to
 SavedModel (their stateless random ops have no TFLite built-in).
 """
 
+import keras
 import numpy as np
 import tensorflow as tf
-
-import keras
 
 from layers.generation import TextGenerator
 from layers.samplers import get_sampler

@@ -251,7 +251,9 @@ class TransformerEncoderLayer(_TransformerBlock):
         x, _ = self._residual(
             inputs,
             self.self_attention_layer_norm,
-            lambda y: [self.self_attention(y, padding_mask=padding_mask, attention_mask=attention_mask, training=training)],
+            lambda y: [self.self_attention(
+                y, padding_mask=padding_mask, attention_mask=attention_mask, training=training
+            )],
             self.self_attention_dropout,
             training,
         )

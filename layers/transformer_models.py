@@ -71,7 +71,9 @@ class _TokenModel(keras.Model):
 
     def _position_layer(self, name):
         if self.position_encoding == "learned":
-            return LearnedPositionEmbedding(self.max_length, initializer=keras.initializers.RandomNormal(0.02), name=name)
+            return LearnedPositionEmbedding(
+                self.max_length, initializer=keras.initializers.RandomNormal(0.02), name=name
+            )
         return SinusoidalPositionEncoding(name=name)
 
     def _embedding_weight(self, name, vocab_size):
