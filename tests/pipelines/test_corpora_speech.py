@@ -3,6 +3,7 @@ import shutil
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import pipelines.corpora.speech  # noqa: F401  (registers tfsuite_speech)
@@ -69,6 +70,7 @@ def test_dataset_audio_voices_and_sentences(data):
     splits, root = data
     info = tfds.builder("tfsuite_speech", data_dir=str(root / "tfds")).info
     assert info.features["audio"].sample_rate == 16000 and info.features["audio"].np_dtype == np.int16
+    assert info.features["audio"].get_serialized_info().dtype == tf.string  # 2 bytes a sample on disk
     assert {split: len(exs) for split, exs in splits.items()} == {"train": 4, "validation": 2, "test": 2}
     transcripts = {}
     for split, exs in splits.items():
