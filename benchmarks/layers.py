@@ -14,8 +14,16 @@ Usage: ``python benchmarks/layers.py [--rounds 7] [--steps 10] [--only lstm,gru]
 
 import argparse
 import os
+import pathlib
 import statistics
+import sys
 import time
+
+# Run as a script, this file's folder comes first on sys.path and its name
+# would shadow the ``layers`` package: import from the repository root instead.
+_HERE = pathlib.Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if pathlib.Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
