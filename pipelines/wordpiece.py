@@ -1,0 +1,318 @@
+"""WordPiece vocabulary learning and a graph-friendly WordPiece tokenizer.
+
+The vocabulary is learned with ``tensorflow_text.tools.wordpiece_vocab``
+(``bert_vocab_from_dataset``) and served by ``tensorflow_text.FastBertNormalizer``
++ ``tensorflow_text.FastWordpieceTokenizer``: their ops run in TF graphs,
+SavedModels (TF Serving) and TFLite.
+
+Normalization, the one thing learner and tokenizer must agree on: the learner
+sees the text *after* the same ``FastBertNormalizer`` the tokenizer uses
+(text cleanup, and with ``lower_case=True`` lower-casing, NFD and accent
+stripping), then BERT's basic split on whitespace and punctuation. So
+``detokenize(tokenize(x))`` equals ``x`` normalized that way, with every
+punctuation character split off as its own word and words joined by single
+spaces: ``"Open the Café-file."`` comes back as ``"open the cafe - file ."``.
+Words with a character the vocabulary lacks come back as ``[UNK]``.
+
+Strings in TFLite (measured with tensorflow-text 2.21.1, ai-edge-litert 2.3.0):
+a ``tf.function`` taking a ``tf.string`` batch and calling :meth:`WordpieceTokenizer.tokenize`
+(and :meth:`WordpieceTokenizer.detokenize`) converts with
+``tf.lite.TFLiteConverter`` using only ``TFLITE_BUILTINS`` plus
+``allow_custom_ops=True`` (no ``SELECT_TF_OPS``/Flex): the custom ops are
+``FastBertNormalize``, ``FastWordpieceTokenizeWithOffsets``,
+``TFText>FastWordpieceDetokenize`` and ``RaggedTensorToTensor``. It runs, with
+string inputs and outputs, in::
+
+    from ai_edge_litert.interpreter import InterpreterWithCustomOps
+    from tensorflow_text.core.pybinds import tflite_registrar
+    interpreter = InterpreterWithCustomOps(
+        model_content=tflite_bytes,
+        custom_op_registerers=tflite_registrar.SELECT_TFTEXT_OPS)
+
+(``tensorflow_text.tflite_registrar`` does not exist in 2.21; the registrar
+lives at ``tensorflow_text.core.pybinds.tflite_registrar``. The plain
+``ai_edge_litert.interpreter.Interpreter`` and ``tf.lite.Interpreter`` reject
+``custom_op_registerers``.) :meth:`detokenize` drops special ids with
+cumsum/gather arithmetic instead of ``tf.ragged.boolean_mask`` because the
+latter emits an int64 ``UnsortedSegmentSum`` that TFLite has no builtin for.
+
+Example::
+
+    texts = ["Open the file.", "Close the file."]
+    vocab = learn_wordpiece_vocab(texts, vocab_size=100)
+    tok = WordpieceTokenizer(vocab)
+    ids = tok.tokenize(tf.constant(["Open the file."]))  # ragged int32
+    tok.detokenize(ids)                                     # [b"open the file ."]
+    tok.save("export/tokenizer"); tok = WordpieceTokenizer.load("export/tokenizer")
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import tensorflow as tf
+import tensorflow_text as tf_text
+from tensorflow_text.tools.wordpiece_vocab import bert_vocab_from_dataset
+
+__all__ = ["RESERVED_TOKENS", "WordpieceTokenizer", "learn_wordpiece_vocab"]
+
+RESERVED_TOKENS = ("[PAD]", "[UNK]", "[START]", "[END]", "[MASK]")
+VOCAB_FILE = "vocab.txt"
+SETTINGS_FILE = "tokenizer.json"
+_FORMAT_VERSION = 1
+
+
+def _texts_dataset(texts):
+    """A ``tf.data.Dataset`` of scalar strings from a dataset or an iterable of ``str``."""
+    if isinstance(texts, tf.data.Dataset):
+        spec = texts.element_spec
+        if not (isinstance(spec, tf.TensorSpec) and spec.dtype == tf.string and spec.shape.rank == 0):
+            raise ValueError(
+                f"learn_wordpiece_vocab expected a tf.data.Dataset of scalar tf.string elements, "
+                f"got element_spec {spec}; map it to the text field first, e.g. ds.map(lambda ex: ex['en'])"
+            )
+        return texts
+    if isinstance(texts, (str, bytes)):
+        raise ValueError("learn_wordpiece_vocab expected an iterable of strings, got a single string; wrap it in a list")
+    texts = list(texts)
+    if not texts:
+        raise ValueError("learn_wordpiece_vocab got no texts to learn from")
+    bad = next((t for t in texts if not isinstance(t, (str, bytes))), None)
+    if bad is not None:
+        raise ValueError(f"learn_wordpiece_vocab expected strings, got an element of type {type(bad).__name__}")
+    return tf.data.Dataset.from_tensor_slices(tf.constant(texts, tf.string))
+
+
+def learn_wordpiece_vocab(
+    texts,
+    vocab_size=8000,
+    lower_case=True,
+    extra_reserved_tokens=(),
+    batch_size=1024,
+    **learn_params,
+):
+    """Learn a WordPiece vocabulary with ``tensorflow_text``'s BERT vocabulary learner.
+
+    Args:
+        texts: iterable of ``str`` or a ``tf.data.Dataset`` of scalar strings.
+        vocab_size: int, default 8000. Target size; the learner picks a count
+            threshold by binary search, so the result is at most about this
+            size (smaller when the corpus has fewer distinct pieces).
+        lower_case: bool, default True. Must equal the tokenizer's
+            ``lower_case``; the text is normalized with the same
+            ``FastBertNormalizer`` before learning.
+        extra_reserved_tokens: sequence of str, default (). Extra special tokens
+            placed right after :data:`RESERVED_TOKENS`.
+        batch_size: int, default 1024. Texts per normalization batch.
+        **learn_params: passed to ``wordpiece_tokenizer_learner_lib.learn``
+            (for example ``max_unique_chars``, ``max_token_length``).
+
+    Returns:
+        list of str: ``"[PAD]"`` (id 0), ``"[UNK]"``, ``"[START]"``, ``"[END]"``,
+        ``"[MASK]"``, the extra reserved tokens, then the learned pieces
+        (suffix pieces prefixed with ``"##"``).
+    """
+    reserved = list(RESERVED_TOKENS) + list(extra_reserved_tokens)
+    if len(set(reserved)) != len(reserved):
+        raise ValueError(f"reserved tokens must be distinct, got {reserved}")
+    if not isinstance(vocab_size, int) or vocab_size <= len(reserved):
+        raise ValueError(f"vocab_size must be an int larger than the {len(reserved)} reserved tokens, got {vocab_size!r}")
+    normalizer = tf_text.FastBertNormalizer(lower_case_nfd_strip_accents=bool(lower_case))
+    dataset = _texts_dataset(texts).batch(batch_size).map(normalizer.normalize).prefetch(2)
+    # The text is already normalized exactly as the tokenizer will see it, so the
+    # learner's own BasicTokenizer must not lower-case it again (its case folding
+    # is NFKC-based and differs from FastBertNormalizer on a few characters).
+    return bert_vocab_from_dataset.bert_vocab_from_dataset(
+        dataset,
+        vocab_size=vocab_size,
+        reserved_tokens=reserved,
+        bert_tokenizer_params={"lower_case": False},
+        learn_params=learn_params,
+    )
+
+
+def _keep_ragged(ids, keep):
+    """``tf.ragged.boolean_mask(ids, keep)`` for a 2-D ragged ``ids``, from TFLite builtins only."""
+    keep = tf.cast(keep, tf.int32)
+    kept_before = tf.concat([tf.zeros([1], tf.int32), tf.cumsum(keep)], axis=0)
+    splits = tf.gather(kept_before, tf.cast(ids.row_splits, tf.int32))
+    values = tf.boolean_mask(ids.flat_values, keep > 0)
+    return tf.RaggedTensor.from_row_splits(values, tf.cast(splits, tf.int64), validate=False)
+
+
+class WordpieceTokenizer(tf.Module):
+    """BERT-style WordPiece tokenizer: ``FastBertNormalizer`` then ``FastWordpieceTokenizer``.
+
+    Args:
+        vocab: sequence of str. Must start with :data:`RESERVED_TOKENS`
+            (``"[PAD]"`` id 0, ``"[UNK]"``, ``"[START]"``, ``"[END]"``, ``"[MASK]"``);
+            usually the output of :func:`learn_wordpiece_vocab`.
+        lower_case: bool, default True. Lower-case, NFD-decompose and strip
+            accents before splitting; must match the vocabulary's learner.
+        suffix_indicator: str, default ``"##"``. Prefix of word-internal pieces.
+        max_bytes_per_word: int, default 100. Longer words become ``[UNK]``.
+        name: optional module name.
+
+    Shapes:
+        :meth:`tokenize`: strings ``(batch,)`` -> ``tf.RaggedTensor`` int32
+        ``(batch, None)`` (a scalar string gives a 1-D int32 tensor); no
+        ``[START]``/``[END]`` are added.
+        :meth:`detokenize`: int ids ``(batch, None)`` ragged or padded -> strings
+        ``(batch,)``; ``[PAD]``, ``[START]`` and ``[END]`` are dropped.
+
+    Example::
+
+        tok = WordpieceTokenizer(learn_wordpiece_vocab(texts, vocab_size=2000))
+        ids = tok.tokenize(tf.constant(["Open the file."]))
+        tok.detokenize(ids)  # [b"open the file ."]
+    """
+
+    def __init__(self, vocab, lower_case=True, suffix_indicator="##", max_bytes_per_word=100, name=None):
+        super().__init__(name=name)
+        vocab = [v.decode("utf-8") if isinstance(v, bytes) else v for v in vocab]
+        if tuple(vocab[: len(RESERVED_TOKENS)]) != RESERVED_TOKENS:
+            raise ValueError(
+                f"WordpieceTokenizer expected the vocabulary to start with {list(RESERVED_TOKENS)}, "
+                f"got {vocab[: len(RESERVED_TOKENS)]}; learn it with learn_wordpiece_vocab"
+            )
+        bad = next((v for v in vocab if not isinstance(v, str) or not v or v != v.strip() or "\n" in v), None)
+        if bad is not None:
+            raise ValueError(f"vocabulary tokens must be non-empty strings without whitespace at the ends, got {bad!r}")
+        if len(set(vocab)) != len(vocab):
+            raise ValueError("vocabulary has duplicate tokens")
+        if not isinstance(max_bytes_per_word, int) or max_bytes_per_word < 1:
+            raise ValueError(f"max_bytes_per_word must be a positive int, got {max_bytes_per_word!r}")
+        self._vocab = tuple(vocab)
+        self.lower_case = bool(lower_case)
+        self.suffix_indicator = suffix_indicator
+        self.max_bytes_per_word = max_bytes_per_word
+        self._normalizer = tf_text.FastBertNormalizer(lower_case_nfd_strip_accents=self.lower_case)
+        self._wordpiece = tf_text.FastWordpieceTokenizer(
+            vocab=list(vocab),
+            suffix_indicator=suffix_indicator,
+            max_bytes_per_word=max_bytes_per_word,
+            token_out_type=tf.int32,
+            unknown_token="[UNK]",
+            support_detokenization=True,
+        )
+        self._tokens = tf.constant(list(vocab), tf.string)
+
+    # -- ids ------------------------------------------------------------------
+    @property
+    def vocab(self):
+        return list(self._vocab)
+
+    @property
+    def vocab_size(self):
+        return len(self._vocab)
+
+    @property
+    def pad_id(self):
+        return 0
+
+    @property
+    def unk_id(self):
+        return 1
+
+    @property
+    def start_id(self):
+        return 2
+
+    @property
+    def end_id(self):
+        return 3
+
+    @property
+    def mask_id(self):
+        return 4
+
+    @property
+    def special_ids(self):
+        """Ids never chosen for masking or shown by :meth:`detokenize` (PAD, START, END)."""
+        return (self.pad_id, self.start_id, self.end_id)
+
+    # -- graph ops ------------------------------------------------------------
+    def tokenize(self, texts):
+        """Strings ``(batch,)`` -> ragged int32 ids ``(batch, None)``; graph, SavedModel and TFLite friendly."""
+        texts = tf.convert_to_tensor(texts, tf.string)
+        rank = texts.shape.rank
+        if rank is not None and rank > 1:
+            raise ValueError(
+                f"WordpieceTokenizer.tokenize expected strings of rank 1 (batch,) or a scalar, got shape {texts.shape}"
+            )
+        if rank == 0:
+            # FastBertNormalizer only accepts tensors with a batch dimension.
+            return self.tokenize(texts[tf.newaxis])[0]
+        return self._wordpiece.tokenize(self._normalizer.normalize(texts))
+
+    def detokenize(self, ids):
+        """Ids ``(batch, None)`` (ragged, or dense padded with ``pad_id``) -> strings ``(batch,)``.
+
+        ``[PAD]``, ``[START]`` and ``[END]`` are dropped; pieces are merged into
+        words and words joined with single spaces. A 1-D id tensor gives a scalar.
+        """
+        if not isinstance(ids, tf.RaggedTensor):
+            ids = tf.convert_to_tensor(ids)
+        if not ids.dtype.is_integer:
+            raise ValueError(f"WordpieceTokenizer.detokenize expected integer ids, got dtype {ids.dtype.name}")
+        rank = ids.shape.rank
+        if rank not in (1, 2):
+            raise ValueError(
+                f"WordpieceTokenizer.detokenize expected ids of rank 2 (batch, length) or 1 (length,), got shape {ids.shape}"
+            )
+        ids = tf.cast(ids, tf.int32)
+        if rank == 1:
+            return self.detokenize(ids[tf.newaxis])[0]
+        if not isinstance(ids, tf.RaggedTensor):
+            ids = tf.RaggedTensor.from_tensor(ids, row_splits_dtype=tf.int64)
+        ids = ids.with_row_splits_dtype(tf.int64)
+        values = ids.flat_values
+        keep = (values != self.pad_id) & (values != self.start_id) & (values != self.end_id)
+        return self._wordpiece.detokenize(_keep_ragged(ids, keep))
+
+    def id_to_token(self, ids):
+        """The token strings of ``ids`` (any shape, ragged or dense)."""
+        if isinstance(ids, tf.RaggedTensor):
+            return tf.ragged.map_flat_values(tf.gather, self._tokens, tf.cast(ids, tf.int32))
+        return tf.gather(self._tokens, tf.cast(ids, tf.int32))
+
+    # -- files ----------------------------------------------------------------
+    def get_config(self):
+        return {
+            "class": type(self).__name__,
+            "format_version": _FORMAT_VERSION,
+            "lower_case": self.lower_case,
+            "suffix_indicator": self.suffix_indicator,
+            "max_bytes_per_word": self.max_bytes_per_word,
+            "reserved_tokens": list(RESERVED_TOKENS),
+            "vocab_size": self.vocab_size,
+        }
+
+    def save(self, directory):
+        """Write ``directory/vocab.txt`` (one token a line) and ``directory/tokenizer.json`` (settings)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / VOCAB_FILE).write_text("\n".join(self._vocab) + "\n", encoding="utf-8")
+        (directory / SETTINGS_FILE).write_text(json.dumps(self.get_config(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        return directory
+
+    @classmethod
+    def load(cls, directory):
+        """The tokenizer :meth:`save` wrote to ``directory``."""
+        directory = Path(directory)
+        for name in (VOCAB_FILE, SETTINGS_FILE):
+            if not (directory / name).is_file():
+                raise FileNotFoundError(f"{directory / name} not found: save a {cls.__name__} there with .save(directory)")
+        config = json.loads((directory / SETTINGS_FILE).read_text(encoding="utf-8"))
+        if config.get("class") != cls.__name__:
+            raise ValueError(f"{directory / SETTINGS_FILE} holds a {config.get('class')!r}, not a {cls.__name__}")
+        vocab = (directory / VOCAB_FILE).read_text(encoding="utf-8").split("\n")[:-1]
+        if len(vocab) != config["vocab_size"]:
+            raise ValueError(f"{directory / VOCAB_FILE} has {len(vocab)} tokens, {SETTINGS_FILE} says {config['vocab_size']}")
+        return cls(
+            vocab,
+            lower_case=config["lower_case"],
+            suffix_indicator=config["suffix_indicator"],
+            max_bytes_per_word=config["max_bytes_per_word"],
+        )
