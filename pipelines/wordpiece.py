@@ -97,8 +97,10 @@ def learn_wordpiece_vocab(
     Args:
         texts: iterable of ``str`` or a ``tf.data.Dataset`` of scalar strings.
         vocab_size: int, default 8000. Target size; the learner picks a count
-            threshold by binary search, so the result is at most about this
-            size (smaller when the corpus has fewer distinct pieces).
+            threshold by binary search, so the result is about this size:
+            smaller when the corpus has fewer distinct pieces, and possibly a
+            little larger for tiny targets because every character (up to
+            ``max_unique_chars``) is kept as a piece and a ``##`` suffix piece.
         lower_case: bool, default True. Must equal the tokenizer's
             ``lower_case``; the text is normalized with the same
             ``FastBertNormalizer`` before learning.
@@ -119,7 +121,8 @@ def learn_wordpiece_vocab(
     if not isinstance(vocab_size, int) or vocab_size <= len(reserved):
         raise ValueError(f"vocab_size must be an int larger than the {len(reserved)} reserved tokens, got {vocab_size!r}")
     normalizer = tf_text.FastBertNormalizer(lower_case_nfd_strip_accents=bool(lower_case))
-    dataset = _texts_dataset(texts).batch(batch_size).map(normalizer.normalize).prefetch(2)
+    normalize = tf.autograph.experimental.do_not_convert(normalizer.normalize)  # plain tf ops: skip autograph's slow pass
+    dataset = _texts_dataset(texts).batch(batch_size).map(normalize).prefetch(2)
     # The text is already normalized exactly as the tokenizer will see it, so the
     # learner's own BasicTokenizer must not lower-case it again (its case folding
     # is NFKC-based and differs from FastBertNormalizer on a few characters).
