@@ -7,12 +7,16 @@ SavedModels (TF Serving) and TFLite.
 
 Normalization, the one thing learner and tokenizer must agree on: the learner
 sees the text *after* the same ``FastBertNormalizer`` the tokenizer uses
-(text cleanup, and with ``lower_case=True`` lower-casing, NFD and accent
-stripping), then BERT's basic split on whitespace and punctuation. So
-``detokenize(tokenize(x))`` equals ``x`` normalized that way, with every
-punctuation character split off as its own word and words joined by single
-spaces: ``"Open the Café-file."`` comes back as ``"open the cafe - file ."``.
-Words with a character the vocabulary lacks come back as ``[UNK]``.
+(control characters dropped, whitespace made spaces; with ``lower_case=True``
+also case folding with compatibility normalization, NFD and accent stripping,
+so ``"ß"`` becomes ``"ss"`` and ``"…"`` becomes ``"..."``), then BERT's basic
+split on whitespace and punctuation. So ``detokenize(tokenize(x))`` equals
+``x`` normalized that way, with every punctuation character (Unicode ``P*`` and
+ASCII symbols) split off as its own word and words joined by single spaces:
+``"Open the Café-file."`` comes back as ``"open the cafe - file ."``. In Python
+terms: ``NFD(NFKC(x).casefold())`` minus combining marks, split, joined.
+Words with a character the vocabulary lacks come back as ``[UNK]``; Japanese
+and code go to :mod:`pipelines.sentencepiece` instead (no word spaces).
 
 Strings in TFLite (measured with tensorflow-text 2.21.1, ai-edge-litert 2.3.0):
 a ``tf.function`` taking a ``tf.string`` batch and calling :meth:`WordpieceTokenizer.tokenize`
