@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from layers.validation import check_choice, check_positive_float, check_positive_int
+from pipelines.distribute import STRATEGIES
 
 __all__ = [
     "ConfigError",
@@ -62,7 +63,7 @@ class TrainConfig:
     """Fields every trainable app shares; apps subclass it and add their own."""
 
     epochs: int = option(10, "number of training epochs")
-    batch_size: int = option(128, "examples per training step")
+    batch_size: int = option(128, "examples per training step (global: split between the strategy's replicas)")
     learning_rate: float = option(1e-3, "peak learning rate of the optimizer")
     seed: int = option(1234, "seed for weights, shuffling and augmentation (keras.utils.set_random_seed)")
     patience: int = option(5, "early stopping: epochs without validation improvement (0 disables)")
@@ -71,6 +72,7 @@ class TrainConfig:
     run_name: str = option("", "run folder under <runs-dir>/<app>/ (default: chosen by the app)")
     runs_dir: str = option("runs", "root folder for checkpoints, logs and configs")
     verbose: int = option(1, "Keras fit verbosity: 1 progress bar, 2 one line per epoch, 0 silent")
+    strategy: str = option("auto", f"tf.distribute strategy: {', '.join(STRATEGIES)} (default: auto, see pipelines/distribute.py)")
 
     def __post_init__(self):
         try:
@@ -82,6 +84,8 @@ class TrainConfig:
             if self.patience < 0:
                 raise ValueError(f"patience must be >= 0 (0 disables early stopping), got {self.patience}")
             check_choice("verbose", self.verbose, (0, 1, 2))
+            if self.strategy not in STRATEGIES:
+                raise ValueError(f"strategy must be one of {list(STRATEGIES)}, got {self.strategy!r}")
         except ValueError as e:
             raise ConfigError(str(e)) from None
 

@@ -29,6 +29,8 @@ class ToyConfig(TrainConfig):
 
 def test_defaults_without_flags():
     assert parse_config(ToyConfig, []) == ToyConfig()
+    assert ToyConfig().strategy == "auto"
+    assert parse_config(ToyConfig, ["--strategy", "mirrored"]).strategy == "mirrored"
 
 
 def test_overrides_convert_types_from_annotations():
@@ -73,6 +75,7 @@ def test_unknown_flag_lists_the_valid_ones():
         (["--learning-rate", "-1"], "learning_rate must be > 0"),
         (["--patience", "-1"], "patience must be >= 0"),
         (["--verbose", "3"], r"verbose must be one of \[0, 1, 2\]"),
+        (["--strategy", "horovod"], r"strategy must be one of \['auto', 'default', 'mirrored', 'multiworker', 'tpu', 'parameter_server'\], got 'horovod'"),
         (["--batch"], "unknown option"),  # no abbreviations: a typo never picks a field
     ],
 )
