@@ -38,7 +38,8 @@ lives at ``tensorflow_text.core.pybinds.tflite_registrar``. The plain
 ``ai_edge_litert.interpreter.Interpreter`` and ``tf.lite.Interpreter`` reject
 ``custom_op_registerers``.) :meth:`detokenize` drops special ids with
 cumsum/gather arithmetic instead of ``tf.ragged.boolean_mask`` because the
-latter emits an int64 ``UnsortedSegmentSum`` that TFLite has no builtin for.
+latter emits an int64 ``UnsortedSegmentSum`` that TFLite has no builtin for
+(:func:`pipelines.text.drop_ids`).
 
 Example::
 
@@ -58,6 +59,8 @@ from pathlib import Path
 import tensorflow as tf
 import tensorflow_text as tf_text
 from tensorflow_text.tools.wordpiece_vocab import bert_vocab_from_dataset
+
+from pipelines.text import drop_ids
 
 __all__ = ["RESERVED_TOKENS", "WordpieceTokenizer", "learn_wordpiece_vocab"]
 
@@ -137,15 +140,6 @@ def learn_wordpiece_vocab(
         bert_tokenizer_params={"lower_case": False},
         learn_params=learn_params,
     )
-
-
-def _keep_ragged(ids, keep):
-    """``tf.ragged.boolean_mask(ids, keep)`` for a 2-D ragged ``ids``, from TFLite builtins only."""
-    keep = tf.cast(keep, tf.int32)
-    kept_before = tf.concat([tf.zeros([1], tf.int32), tf.cumsum(keep)], axis=0)
-    splits = tf.gather(kept_before, tf.cast(ids.row_splits, tf.int32))
-    values = tf.boolean_mask(ids.flat_values, keep > 0)
-    return tf.RaggedTensor.from_row_splits(values, tf.cast(splits, tf.int64), validate=False)
 
 
 class WordpieceTokenizer(tf.Module):
@@ -271,12 +265,7 @@ class WordpieceTokenizer(tf.Module):
         ids = tf.cast(ids, tf.int32)
         if rank == 1:
             return self.detokenize(ids[tf.newaxis])[0]
-        if not isinstance(ids, tf.RaggedTensor):
-            ids = tf.RaggedTensor.from_tensor(ids, row_splits_dtype=tf.int64)
-        ids = ids.with_row_splits_dtype(tf.int64)
-        values = ids.flat_values
-        keep = (values != self.pad_id) & (values != self.start_id) & (values != self.end_id)
-        return self._wordpiece.detokenize(_keep_ragged(ids, keep))
+        return self._wordpiece.detokenize(drop_ids(ids, self.special_ids))
 
     def id_to_token(self, ids):
         """The token strings of ``ids`` (any shape, ragged or dense)."""
