@@ -45,6 +45,7 @@ import numpy as np
 import tensorflow as tf
 
 from apps.config import config_to_dict, print_config, save_config
+from pipelines import distribute
 
 __all__ = [
     "CheckpointError",
@@ -75,6 +76,8 @@ class RunResult:
     history: dict = field(default_factory=dict)
     initial_epoch: int = 0
     train_seconds: float = 0.0
+    strategy: str = ""
+    replicas: int = 1
 
 
 def set_seed(seed):
@@ -139,21 +142,41 @@ def train(app, config, callbacks=(), command=None):
         callbacks: extra Keras callbacks, run after the shared ones.
         command: str recorded in ``metrics.json``; default: this process's command line.
 
+    ``config.strategy`` picks the ``tf.distribute`` strategy
+    (:func:`pipelines.distribute.make_strategy`): the model is built and
+    compiled in its scope and the datasets are distributed, ``config.batch_size``
+    being the global batch. With ``multiworker`` every worker runs this same
+    function; the chief writes the run folder, other workers a
+    ``<task>_<index>`` folder inside it.
+
     Returns:
         :class:`RunResult`. Rerunning with the same run folder after an
         interruption resumes from the last finished epoch.
     """
+    # First: MultiWorkerMirroredStrategy must exist before any other TensorFlow op runs.
+    strategy = distribute.make_strategy(config.strategy)
     set_seed(config.seed)
     directory = run_dir(app, config)
+    if not distribute.is_chief(strategy):
+        # Every worker runs this same function; only the chief writes the run folder.
+        resolver = strategy.cluster_resolver
+        directory = directory / f"{resolver.task_type}_{resolver.task_id}"
     directory.mkdir(parents=True, exist_ok=True)
     resuming = (directory / "backup" / "training_metadata.json").is_file()
     print_config(config)
     print(f"run folder: {directory}" + ("  (resuming an interrupted run)" if resuming else ""), flush=True)
     save_config(config, directory / "config.json")
+    per_replica = distribute.per_replica_batch_size(config.batch_size, strategy)
+    print(
+        f"strategy: {distribute.describe(strategy)}; global batch {config.batch_size}"
+        f" = {strategy.num_replicas_in_sync} x {per_replica} per replica",
+        flush=True,
+    )
 
     datasets = app.build_datasets(config)
-    model = app.build_model(config)
-    model.compile(**app.compile_kwargs(config))
+    with strategy.scope():  # model and optimizer variables are mirrored on every replica
+        model = app.build_model(config)
+        model.compile(**app.compile_kwargs(config))
     if config.verbose:
         model.summary()
 
@@ -161,8 +184,8 @@ def train(app, config, callbacks=(), command=None):
     record = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: epochs_seen.append(epoch))
     start = time.perf_counter()
     history = model.fit(
-        datasets.train,
-        validation_data=datasets.validation,
+        distribute.distribute_dataset(datasets.train, strategy),
+        validation_data=distribute.distribute_dataset(datasets.validation, strategy),
         epochs=config.epochs,
         shuffle=False,  # the pipeline shuffles (seeded); fit cannot shuffle a tf.data.Dataset
         callbacks=[*_callbacks(app, config, directory, resuming), record, *callbacks],
@@ -184,6 +207,7 @@ def train(app, config, callbacks=(), command=None):
         "metrics": metrics,
         "epochs_run": [e + 1 for e in epochs_seen],
         "train_seconds": round(train_seconds, 1),
+        "strategy": distribute.describe(strategy),
         "command": command or command_line(),
         "finished": datetime.datetime.now().isoformat(timespec="seconds"),
     }
@@ -195,6 +219,8 @@ def train(app, config, callbacks=(), command=None):
         history=history.history,
         initial_epoch=epochs_seen[0] if epochs_seen else config.epochs,
         train_seconds=train_seconds,
+        strategy=distribute.describe(strategy),
+        replicas=strategy.num_replicas_in_sync,
     )
 
 
@@ -216,10 +242,12 @@ def load_checkpoint(path):
 
 def evaluate_checkpoint(app, config, checkpoint):
     """Load ``checkpoint``, evaluate it on the app's test split and print the metrics."""
+    strategy = distribute.make_strategy(config.strategy)
     set_seed(config.seed)
-    model = load_checkpoint(checkpoint)
-    if model.optimizer is None or not model.compiled:
-        model.compile(**app.compile_kwargs(config))
+    with strategy.scope():
+        model = load_checkpoint(checkpoint)
+        if model.optimizer is None or not model.compiled:
+            model.compile(**app.compile_kwargs(config))
     metrics = app.evaluate(model, config)
     print_metrics(metrics)
     return metrics
