@@ -31,6 +31,15 @@ examples of one optimizer step over all replicas; each replica gets
 To keep the work per device fixed when adding devices, scale the global batch
 with :func:`global_batch_size` (``per_replica * num_replicas_in_sync``).
 
+Parity: at the same global batch, every strategy takes the steps one device
+takes (``tests/pipelines/test_distribute.py``: 2 CPU replicas and 2 workers
+on localhost match one device within 1e-5). One Keras detail: ``fit`` on a
+model built under a strategy scope (any strategy but the default) opens the
+training dataset once before the first epoch to build the model, so a
+pipeline that reshuffles on every iteration starts from its second order.
+Compare a distributed run with a one-device strategy (``mirrored`` on one
+device), not with the default strategy, when the data is shuffled.
+
 Example::
 
     strategy = make_strategy("auto")
