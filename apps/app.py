@@ -119,6 +119,17 @@ class App(abc.ABC):
         """Example rows for the tab (may write files under ``cache_dir``); none by default."""
         return []
 
+    def load_release(self, models_dir):
+        """The demo tab's model: a callable from the preprocessed inputs to output arrays, with a ``note``.
+
+        Default: the latest version under ``<models_dir>/<name>/``
+        (:class:`apps.ui.ReleasedModel`). Raise ``FileNotFoundError`` saying
+        how to make a release when there is none.
+        """
+        from apps.ui import ReleasedModel, latest_version_dir
+
+        return ReleasedModel(latest_version_dir(models_dir, self.name))
+
     @abc.abstractmethod
     def preprocess(self, *ui_values) -> dict:
         """UI input values -> the serving signature's inputs (a dict of arrays).

@@ -1,13 +1,14 @@
 """The shared Gradio UI: one ``gr.Blocks`` app with a tab per app.
 
 Each tab is built from the app's declaration: ``ui_inputs`` / ``ui_outputs``
-/ ``ui_examples`` for the components, and a predict function that runs
-``app.preprocess`` -> the released SavedModel's ``serving_default`` ->
-``app.postprocess``. The model is the one under
+/ ``ui_examples`` for the components, ``load_release`` for the model, and a
+predict function that runs ``app.preprocess`` -> the released SavedModel's
+signature whose inputs are the preprocessed keys (``serving_default``
+usually) -> ``app.postprocess``. The model is the one under
 ``saved_models/<app>/<latest version>/`` shipped in git, so a fresh clone runs
 the demo without training, through the same signature TF Serving would serve.
-Bad input (no image, an unreadable file) becomes a ``gr.Error`` message in
-the UI, not a crash.
+Bad input (no image, an unreadable file, a sentence too long for the model)
+becomes a ``gr.Error`` message in the UI, not a crash.
 
 Example::
 
@@ -47,27 +48,50 @@ def latest_version_dir(models_dir, app_name):
 
 
 class ReleasedModel:
-    """The ``serving_default`` signature of a SavedModel, called with NumPy arrays."""
+    """A SavedModel's signatures, called with NumPy arrays.
+
+    A call uses ``serving_default`` when its input names are the keys given,
+    else the signature whose input names are (an app's demo may expose more
+    options than TF Serving clients send, e.g. translation's beam size).
+    """
 
     def __init__(self, directory):
         self.directory = Path(directory)
         self._loaded = tf.saved_model.load(str(self.directory))  # keeps the variables alive
         self._signature = self._loaded.signatures["serving_default"]
 
+    @property
+    def note(self):
+        """One line about the release for the tab."""
+        return _release_note(self.directory)
+
+    def _signature_for(self, names):
+        signatures = self._loaded.signatures
+        for key in ("serving_default", *sorted(signatures)):
+            if set(signatures[key].structured_input_signature[1]) == names:
+                return signatures[key]
+        raise ValueError(f"{self.directory} has no signature taking exactly {sorted(names)}")
+
     def __call__(self, inputs):
-        outputs = self._signature(**{name: tf.constant(value) for name, value in inputs.items()})
+        signature = self._signature_for(set(inputs))
+        outputs = signature(**{name: tf.constant(value) for name, value in inputs.items()})
         return {name: value.numpy() for name, value in outputs.items()}
 
 
 def make_predict(app, model):
-    """The tab's predict function: preprocess, serve, postprocess; bad input -> ``gr.Error``."""
+    """The tab's predict function: preprocess, serve, postprocess; bad input -> ``gr.Error``.
+
+    A ``ValueError`` from ``app.preprocess`` or from the model object (an
+    app's ``load_release`` may check inputs against the release, such as a
+    sentence longer than the model reads) is shown to the user.
+    """
 
     def predict(*ui_values):
         try:
-            inputs = app.preprocess(*ui_values)
+            outputs = model(app.preprocess(*ui_values))
         except ValueError as e:
             raise gr.Error(str(e)) from None
-        return app.postprocess(model(inputs))
+        return app.postprocess(outputs)
 
     predict.__name__ = f"predict_{app.name}"
     return predict
@@ -129,12 +153,11 @@ def build_demo(names=None, models_dir=None, examples_dir=None):
             app = get_app(name)
             with gr.Tab(app.title):
                 try:
-                    version_dir = latest_version_dir(models_dir, name)
+                    model = app.load_release(models_dir)
                 except FileNotFoundError as e:
                     gr.Markdown(f"**{app.title}**: {e}")
                     continue
-                gr.Markdown(f"{app.description}. {_release_note(version_dir)}")
-                model = ReleasedModel(version_dir)
+                gr.Markdown(f"{app.description}. {model.note}")
                 with gr.Row():
                     with gr.Column():
                         inputs = [guard_input(component) for component in app.ui_inputs()]
