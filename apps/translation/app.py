@@ -1,0 +1,321 @@
+"""The ``translation`` app: English to German (or Japanese) with the chapter 5 Transformer (textbook section 10.1).
+
+A declaration only (STYLE.md convention 7): sentence pairs and WordPiece
+tokenizers from ``apps/translation/data.py``, the encoder-decoder model and
+beam search from ``apps/translation/model.py``, corpus BLEU and chrF from
+``apps/translation/metrics.py``. Training, checkpoints, resume and early
+stopping (on ``val_loss``) are the shared trainer's.
+
+Example::
+
+    tfsuite train translation --epochs 8                          # en-de, runs/translation/en_de/
+    tfsuite evaluate translation --checkpoint runs/translation/en_de/model.keras
+    tfsuite train translation --language-pair en_ja               # same code, Japanese targets
+    tfsuite train translation --dataset wmt14_translate/de-en     # a real TFDS dataset, if prepared
+"""
+
+from __future__ import annotations
+
+import time
+import typing
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from apps.app import App, Datasets
+from apps.config import ConfigError, TrainConfig, option
+from apps.translation import data as data_lib
+from apps.translation import metrics as metrics_lib
+from apps.translation.model import (
+    MaskedAccuracy,
+    SmoothedSequenceLoss,
+    TranslationModel,
+    lr_warmup_cosine,
+    lr_warmup_inverse_sqrt,
+    translate,
+)
+
+__all__ = ["TranslationApp", "TranslationConfig", "MAX_INPUT_CHARACTERS"]
+
+# The UI rejects longer input outright (a paragraph, not a sentence); below it,
+# a sentence longer than max_source_length tokens is rejected by preprocess too.
+MAX_INPUT_CHARACTERS = 1000
+
+
+@dataclass
+class TranslationConfig(TrainConfig):
+    """Hyperparameters of the translation app (defaults: the released en-de model)."""
+
+    language_pair: str = option("en_de", f"our offline corpus: {', '.join(data_lib.LANGUAGE_PAIRS)}")
+    dataset: str = option(
+        "", "TFDS dataset name, e.g. tfsuite_translation/en_ja or wmt14_translate/de-en (default: --language-pair's)"
+    )
+    vocab_size: int = option(8000, "WordPiece vocabulary size per language (learned from the training split)")
+    lower_case: bool = option(False, "lower-case and strip accents before WordPiece (hurts cased BLEU)")
+    tokenizer_dir: str = option("", "folder with source/ and target/ tokenizers (default: the run folder's)")
+    max_source_length: int = option(64, "source tokens incl. [START]/[END]; longer training pairs are left out")
+    max_target_length: int = option(64, "target tokens incl. [START]; longer training pairs are left out")
+    batch_tokens: int = option(6144, "padded tokens per training batch (batch_size caps the examples)")
+    num_layers: int = option(3, "encoder layers and decoder layers (each)")
+    hidden_dim: int = option(256, "d_model")
+    num_heads: int = option(4, "attention heads")
+    intermediate_dim: int = option(1024, "position-wise FFN width")
+    dropout: float = option(0.1, "dropout rate")
+    normalize_first: bool = option(True, "pre-LN layers (stable with a high learning rate) instead of post-LN")
+    position_encoding: str = option("learned", "learned or sinusoidal")
+    model_max_length: int = option(128, "positions the model supports (learned position table)")
+    label_smoothing: float = option(0.1, "label smoothing of the token cross-entropy")
+    lr_schedule: str = option("cosine", "cosine (warmup, then cosine decay to 0 over all epochs) or inverse_sqrt")
+    warmup_steps: int = option(400, "linear warmup steps")
+    clipnorm: float = option(1.0, "gradient norm clipping (0 disables)")
+    jit_compile: bool = option(False, "compile the training step with XLA (slower on this CPU: measured)")
+    beam_size: int = option(4, "beam search width at evaluation (1 is greedy)")
+    length_penalty: float = option(1.0, "beam search length normalisation exponent")
+    max_new_tokens: int = option(64, "most target tokens generated per sentence at evaluation")
+    eval_batch_size: int = option(64, "sentences per beam-search call at evaluation")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.language_pair not in data_lib.LANGUAGE_PAIRS:
+            raise ConfigError(
+                f"language_pair must be one of {list(data_lib.LANGUAGE_PAIRS)}, got {self.language_pair!r}"
+            )
+        for name, value, choices in (
+            ("lr_schedule", self.lr_schedule, ("cosine", "inverse_sqrt")),
+            ("position_encoding", self.position_encoding, ("learned", "sinusoidal")),
+        ):
+            if value not in choices:
+                raise ConfigError(f"{name} must be one of {list(choices)}, got {value!r}")
+        for name in (
+            "vocab_size", "max_source_length", "max_target_length", "batch_tokens", "num_layers", "hidden_dim",
+            "num_heads", "intermediate_dim", "model_max_length", "warmup_steps", "beam_size", "max_new_tokens",
+            "eval_batch_size",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.hidden_dim % self.num_heads:
+            raise ConfigError(f"num_heads={self.num_heads} must divide hidden_dim={self.hidden_dim}")
+        if self.max_source_length < 3:
+            raise ConfigError(f"max_source_length must be >= 3 ([START] token [END]), got {self.max_source_length}")
+        longest = max(self.max_source_length, self.max_target_length, self.max_new_tokens + 1)
+        if self.position_encoding == "learned" and longest > self.model_max_length:
+            raise ConfigError(
+                f"model_max_length={self.model_max_length} is shorter than the longest sequence ({longest} tokens: "
+                "max_source_length, max_target_length, max_new_tokens + 1); raise --model-max-length"
+            )
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.clipnorm < 0 or self.length_penalty < 0:
+            raise ConfigError("clipnorm and length_penalty must be >= 0")
+        if self.dataset:
+            try:
+                data_lib.source_of(self)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
+
+
+class TranslationApp(App):
+    """English to German / Japanese translation, scored by corpus BLEU and chrF (sacrebleu)."""
+
+    name = "translation"
+    title = "Translation"
+    description = "translate English to German (or Japanese) with a Transformer and beam search; BLEU, chrF"
+    Config = TranslationConfig
+    monitor = "val_loss"
+    monitor_mode = "min"
+
+    def __init__(self):
+        self._tokenizers = {}
+        self._pairs = {}
+        self._serving_config = None
+
+    def default_run_name(self, config):
+        return data_lib.dataset_name(config).split("/")[-1].replace("-", "_")
+
+    def release_name(self, config):
+        """Folder under ``saved_models/``: ``translation_en_de``, ``translation_en_ja``, ..."""
+        return f"{self.name}_{self.default_run_name(config)}"
+
+    # --- data -------------------------------------------------------------------
+
+    def tokenizer_dir(self, config):
+        """``--tokenizer-dir``, else ``runs/translation/<run>/tokenizers``."""
+        from apps.trainer import run_dir
+
+        return config.tokenizer_dir or str(run_dir(self, config) / data_lib.TOKENIZER_FOLDER)
+
+    def tokenizers(self, config):
+        """The run's :class:`~apps.translation.data.Tokenizers`, learned and saved on first use."""
+        directory = self.tokenizer_dir(config)
+        if directory not in self._tokenizers:
+            if config.tokenizer_dir:
+                self._tokenizers[directory] = data_lib.load_tokenizers(directory)
+            else:
+                self._tokenizers[directory] = data_lib.load_or_learn_tokenizers(config, directory)
+        return self._tokenizers[directory]
+
+    def pairs(self, config, split):
+        """Tokenized :class:`~apps.translation.data.PairArrays` of ``split`` (cached per config)."""
+        key = (data_lib.dataset_name(config), split, config.limit, self.tokenizer_dir(config))
+        if key not in self._pairs:
+            sources, targets = data_lib.load_texts(config, split)
+            self._pairs[key] = data_lib.tokenize_pairs(self.tokenizers(config), sources, targets)
+        return self._pairs[key]
+
+    def _dataset(self, config, split, training=False):
+        tokenizer = self.tokenizers(config).target
+        return data_lib.make_dataset(
+            self.pairs(config, split),
+            start_id=tokenizer.start_id,
+            end_id=tokenizer.end_id,
+            batch_size=config.batch_size,
+            batch_tokens=config.batch_tokens,
+            max_source_length=config.max_source_length,
+            max_target_length=config.max_target_length,
+            shuffle=training,
+            seed=config.seed,
+            deterministic=config.deterministic,
+        )
+
+    def build_datasets(self, config):
+        return Datasets(
+            train=self._dataset(config, "train", training=True),
+            validation=self._dataset(config, "validation"),
+            test=self._dataset(config, "test"),
+        )
+
+    def steps_per_epoch(self, config):
+        """Training batches per epoch (exact, from the token lengths)."""
+        return data_lib.steps_per_epoch(
+            self.pairs(config, "train"), config.batch_size, config.batch_tokens,
+            config.max_source_length, config.max_target_length,
+        )
+
+    # --- model --------------------------------------------------------------------
+
+    def build_model(self, config):
+        tokenizers = self.tokenizers(config)
+        model = TranslationModel(
+            encoder_vocab_size=tokenizers.source.vocab_size,
+            decoder_vocab_size=tokenizers.target.vocab_size,
+            max_length=config.model_max_length,
+            num_encoder_layers=config.num_layers,
+            num_decoder_layers=config.num_layers,
+            hidden_dim=config.hidden_dim,
+            num_heads=config.num_heads,
+            intermediate_dim=config.intermediate_dim,
+            dropout=config.dropout,
+            normalize_first=config.normalize_first,
+            position_encoding=config.position_encoding,
+            name="translation_transformer",
+        )
+        model.build()
+        return model
+
+    def compile_kwargs(self, config):
+        if config.lr_schedule == "cosine":
+            total = config.epochs * self.steps_per_epoch(config)
+            learning_rate = lr_warmup_cosine(config.learning_rate, total, config.warmup_steps)
+        else:
+            learning_rate = lr_warmup_inverse_sqrt(config.learning_rate, config.warmup_steps)
+        optimizer = keras.optimizers.Adam(
+            learning_rate, beta_1=0.9, beta_2=0.98, epsilon=1e-9, clipnorm=config.clipnorm or None
+        )
+        return {
+            "optimizer": optimizer,
+            "loss": SmoothedSequenceLoss(config.label_smoothing),
+            "metrics": [MaskedAccuracy()],
+            "jit_compile": config.jit_compile,
+        }
+
+    # --- evaluation -----------------------------------------------------------------
+
+    def translate(self, model, config, texts, beam_size=None, max_length=None):
+        """Python-side beam search with the config's settings; list of str."""
+        return translate(
+            model,
+            self.tokenizers(config),
+            texts,
+            beam_size=beam_size or config.beam_size,
+            max_length=max_length or config.max_new_tokens,
+            max_source_length=config.max_source_length,
+            batch_size=config.eval_batch_size,
+            length_penalty=config.length_penalty,
+        )
+
+    def evaluate(self, model, config):
+        """Corpus ``bleu`` and ``chrf`` of beam-search translations of the test split (detokenized text)."""
+        sources, references = data_lib.load_texts(config, "test")
+        start = time.perf_counter()
+        hypotheses = self.translate(model, config, sources)
+        seconds = time.perf_counter() - start
+        language = data_lib.target_language(config)
+        print(
+            f"beam search (beam {config.beam_size}): {len(sources)} test sentences in {seconds:.1f} s "
+            f"({len(sources) / seconds:.1f} sentences/s)",
+            flush=True,
+        )
+        for name, signature in metrics_lib.signatures(language).items():
+            print(f"{name} signature: {signature}", flush=True)
+        return metrics_lib.corpus_scores(hypotheses, references, language)
+
+    # --- serving: strings in, strings out ---------------------------------------------
+
+    def serving_signature(self, config):
+        self._serving_config = config
+        return {"sentences": tf.TensorSpec((None,), tf.string)}
+
+    def serving_outputs(self, model, inputs):
+        from apps.translation.export import ExportTranslator
+
+        config = self._serving_config or self.Config()
+        source, target = self.tokenizers(config)
+        translator = ExportTranslator(
+            model, source, target, source_length=config.max_source_length,
+            max_new_tokens=config.max_new_tokens, num_beams=config.beam_size, length_penalty=config.length_penalty,
+        )
+        return translator.serving_default(inputs["sentences"])
+
+    def serving_example(self, config):
+        sources, _ = data_lib.load_texts(config, "test")
+        return {"sentences": np.array(sources[:8], dtype=object)}
+
+    # --- UI ------------------------------------------------------------------------
+
+    def ui_inputs(self):
+        import gradio as gr
+
+        return [gr.Textbox(label="English", lines=3, placeholder="Type an English sentence")]
+
+    def ui_outputs(self):
+        import gradio as gr
+
+        return [gr.Textbox(label="Translation", lines=3)]
+
+    def preprocess(self, text, *options):
+        """UI text -> ``{"sentences": (1,) string array}``.
+
+        Raises:
+            ValueError: empty or whitespace-only text, or text longer than
+                :data:`MAX_INPUT_CHARACTERS` (rejected, not cut: a silently
+                shortened translation would mislead).
+        """
+        if text is None or not str(text).strip():
+            raise ValueError("Nothing to translate: type an English sentence.")
+        text = " ".join(str(text).split())
+        if len(text) > MAX_INPUT_CHARACTERS:
+            raise ValueError(
+                f"The text is {len(text)} characters long; the model translates at most {MAX_INPUT_CHARACTERS} "
+                "characters (about one paragraph) at a time: split it into sentences."
+            )
+        return {"sentences": np.array([text], dtype=object)}
+
+    def postprocess(self, outputs):
+        translations = outputs["translations"]
+        first = np.asarray(translations).reshape(-1)[0]
+        return first.decode("utf-8") if isinstance(first, bytes) else str(first)
