@@ -19,6 +19,7 @@ __all__ = ["UnknownAppError", "app_names", "get_app", "get_app_class"]
 
 _APPS = {
     "fashion_mnist": "apps.image_classification:FashionMNISTApp",
+    "translation": "apps.translation:TranslationApp",
 }
 
 
