@@ -65,6 +65,7 @@ __all__ = [
     "TFLiteTranslator",
     "TFTEXT_TFLITE_OPS",
     "convert_to_tflite",
+    "read_settings",
     "custom_ops",
     "write_saved_model",
     "write_tflite",
@@ -74,13 +75,20 @@ BEAM_SIZES = (1, 2, 4)
 TFLITE_SIGNATURE = "translate_tokens"
 TFLITE_FILES = {"float": "translation_float.tflite", "int8": "translation_int8.tflite"}
 TFLITE_README = "README.txt"
-# The custom ops tf_text registers in TFLite (``SELECT_TFTEXT_OPS``) that a
-# WordPiece translator can use; anything else custom would not run.
+# Beside the SavedModel, under assets/: the export settings and both tokenizers
+# (pipelines.wordpiece format, the layout apps.translation.data.load_tokenizers reads).
+SETTINGS_FILE = "translator.json"
+TOKENIZERS_FOLDER = "tokenizers"
+# tf_text ops with TFLite kernels (registered by ``SELECT_TFTEXT_OPS``) that
+# were measured to run in the ai_edge_litert interpreter; anything else custom
+# would not. (``TFText>FastSentencepieceDetokenize`` converts but crashes
+# LiteRT, see pipelines/sentencepiece.py, so it is not here.)
 TFTEXT_TFLITE_OPS = frozenset(
     {
         "FastBertNormalize",
         "FastWordpieceTokenizeWithOffsets",
         "TFText>FastWordpieceDetokenize",
+        "TFText>FastSentencepieceTokenize",
         "RaggedTensorToTensor",
     }
 )
@@ -294,6 +302,10 @@ class ExportTranslator(tf.Module):
 def write_saved_model(translator, directory):
     """Write ``translator`` as a SavedModel with the :data:`SIGNATURES` under ``directory``.
 
+    ``assets/translator.json`` records the export settings and
+    ``assets/tokenizers/{source,target}/`` the tokenizers (vocabulary and
+    settings), so the release alone is enough for the demo and for TFLite.
+
     The Keras ExportArchive freezes the model's variables into the functions
     the TFLite converter reads (a plain ``tf.saved_model.save`` of a module
     holding a Keras 3 model leaves ``READ_VARIABLE`` ops inside the decode
@@ -317,11 +329,18 @@ def write_saved_model(translator, directory):
         raise
     assets = directory / "assets"
     assets.mkdir(exist_ok=True)
-    (assets / "translator.json").write_text(json.dumps(translator.get_config(), indent=2) + "\n")
+    (assets / SETTINGS_FILE).write_text(json.dumps(translator.get_config(), indent=2) + "\n")
     for side in ("source", "target"):
-        vocab = getattr(translator, f"{side}_tokenizer").vocab
-        (assets / f"vocab_{side}.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+        getattr(translator, f"{side}_tokenizer").save(assets / TOKENIZERS_FOLDER / side)
     return directory
+
+
+def read_settings(saved_model_dir):
+    """The export settings (:meth:`ExportTranslator.get_config`) recorded beside a SavedModel."""
+    path = Path(saved_model_dir) / "assets" / SETTINGS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: {saved_model_dir} was not written by write_saved_model")
+    return json.loads(path.read_text())
 
 
 def custom_ops(tflite_model):
@@ -382,7 +401,7 @@ def write_tflite(saved_model_dir, output_dir):
         paths[kind] = output_dir / TFLITE_FILES[kind]
         paths[kind].write_bytes(convert_to_tflite(saved_model_dir, quantize=quantize))
     for side in ("source", "target"):
-        shutil.copyfile(saved_model_dir / "assets" / f"vocab_{side}.txt", output_dir / f"vocab_{side}.txt")
+        shutil.copyfile(saved_model_dir / "assets" / TOKENIZERS_FOLDER / side / "vocab.txt", output_dir / f"vocab_{side}.txt")
     (output_dir / TFLITE_README).write_text(_tflite_readme(paths), encoding="utf-8")
     return paths
 

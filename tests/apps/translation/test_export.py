@@ -25,6 +25,7 @@ from apps.translation.export import (
     TFLiteTranslator,
     TFTEXT_TFLITE_OPS,
     custom_ops,
+    read_settings,
     write_saved_model,
     write_tflite,
 )
@@ -170,7 +171,7 @@ def test_in_graph_translation_equals_the_keras_beam_search(translator, keras_tok
     assert _strings(served["translations"]) == _strings(out["translations"])
 
 
-def test_saved_model_signatures_are_pinned(export_dir, loaded):
+def test_saved_model_signatures_are_pinned(export_dir, loaded, tokenizers):
     """The signatures are the API TF Serving clients and the demo call: names, dtypes and shapes."""
     strings = ("string", [None])
     generated = {"translations": strings, "token_ids": ("int32", [None, MAX_NEW_TOKENS]), "lengths": ("int32", [None])}
@@ -186,8 +187,11 @@ def test_saved_model_signatures_are_pinned(export_dir, loaded):
         got_outputs = {k: (v.dtype.name, v.shape.as_list()) for k, v in function.structured_outputs.items()}
         assert got_inputs == inputs, name
         assert got_outputs == outputs, name
-    settings = json.loads((export_dir / "assets" / "translator.json").read_text())
+    settings = read_settings(export_dir)
     assert settings["num_beams"] == NUM_BEAMS and settings["max_new_tokens"] == MAX_NEW_TOKENS
+    assert settings["source_length"] == SOURCE_LENGTH and settings["beam_sizes"] == [1, NUM_BEAMS]
+    restored = WordpieceTokenizer.load(export_dir / "assets" / "tokenizers" / "target")
+    assert restored.vocab == tokenizers[1].vocab and restored.lower_case is False
 
 
 def test_fresh_process_with_only_tensorflow_and_tensorflow_text_serves_the_same_strings(export_dir, translator):
