@@ -36,12 +36,9 @@ from apps.translation.model import (
     lr_warmup_inverse_sqrt,
     translate,
 )
+from apps.translation.ui import MAX_INPUT_CHARACTERS  # the UI rejects longer text outright
 
 __all__ = ["TranslationApp", "TranslationConfig", "MAX_INPUT_CHARACTERS"]
-
-# The UI rejects longer input outright (a paragraph, not a sentence); below it,
-# a sentence longer than max_source_length tokens is rejected by preprocess too.
-MAX_INPUT_CHARACTERS = 1000
 
 
 @dataclass
@@ -285,37 +282,41 @@ class TranslationApp(App):
         sources, _ = data_lib.load_texts(config, "test")
         return {"sentences": np.array(sources[:8], dtype=object)}
 
-    # --- UI ------------------------------------------------------------------------
+    # --- UI: the translation tab (apps/translation/ui.py) ------------------------------
+
+    def load_release(self, models_dir):
+        """Every released ``translation_<pair>`` SavedModel, chosen by the tab's language."""
+        from apps.translation.ui import TranslationReleases
+
+        return TranslationReleases(models_dir)
 
     def ui_inputs(self):
-        import gradio as gr
+        from apps.translation import ui
 
-        return [gr.Textbox(label="English", lines=3, placeholder="Type an English sentence")]
+        return ui.ui_inputs()
 
     def ui_outputs(self):
-        import gradio as gr
+        from apps.translation import ui
 
-        return [gr.Textbox(label="Translation", lines=3)]
+        return ui.ui_outputs()
+
+    def ui_examples(self, cache_dir):
+        from apps.translation import ui
+
+        return ui.ui_examples(cache_dir)
 
     def preprocess(self, text, *options):
-        """UI text -> ``{"sentences": (1,) string array}``.
+        """UI values (text, language pair, beam size, max length) -> the ``translate`` signature's inputs.
 
         Raises:
-            ValueError: empty or whitespace-only text, or text longer than
-                :data:`MAX_INPUT_CHARACTERS` (rejected, not cut: a silently
-                shortened translation would mislead).
+            ValueError: empty text, or text longer than :data:`MAX_INPUT_CHARACTERS`
+                (rejected, not cut: a silently shortened translation would mislead).
         """
-        if text is None or not str(text).strip():
-            raise ValueError("Nothing to translate: type an English sentence.")
-        text = " ".join(str(text).split())
-        if len(text) > MAX_INPUT_CHARACTERS:
-            raise ValueError(
-                f"The text is {len(text)} characters long; the model translates at most {MAX_INPUT_CHARACTERS} "
-                "characters (about one paragraph) at a time: split it into sentences."
-            )
-        return {"sentences": np.array([text], dtype=object)}
+        from apps.translation import ui
+
+        return ui.preprocess(text, *options)
 
     def postprocess(self, outputs):
-        translations = outputs["translations"]
-        first = np.asarray(translations).reshape(-1)[0]
-        return first.decode("utf-8") if isinstance(first, bytes) else str(first)
+        from apps.translation import ui
+
+        return ui.postprocess(outputs)
