@@ -70,6 +70,10 @@ class App(abc.ABC):
         """Run folder name when ``--run-name`` is not given."""
         return "run"
 
+    def release_name(self, config) -> str:
+        """Release folder under ``saved_models/`` and TF Serving model name; default the app name."""
+        return self.name
+
     @abc.abstractmethod
     def build_datasets(self, config) -> Datasets:
         """Return the train / validation / test ``tf.data`` pipelines."""
@@ -104,6 +108,18 @@ class App(abc.ABC):
     @abc.abstractmethod
     def serving_example(self, config) -> dict:
         """A small batch of serving inputs (from the test split) used to check an export."""
+
+    def write_saved_model(self, model, config, directory):
+        """Write the release SavedModel yourself; return ``None`` (default) to let the shared exporter.
+
+        The shared exporter (``apps.trainer.export_saved_model``) writes
+        ``serving_default`` from :meth:`serving_signature` and
+        :meth:`serving_outputs`. Apps whose release holds more (translation:
+        decoding-option and token signatures, its tokenizers) override this
+        and return ``directory``; ``serving_default`` must still follow
+        :meth:`serving_signature`.
+        """
+        return None
 
     # --- UI (gradio is imported only when the UI is built) ------------------------
 

@@ -133,6 +133,18 @@ def _callbacks(app, config, directory, resuming):
     return callbacks
 
 
+def _fit_strategy(config):
+    """The strategy ``model.fit`` runs under; parameter servers need a loop ``fit`` does not have."""
+    if config.strategy == "parameter_server":
+        raise distribute.StrategyError(
+            "--strategy parameter_server: Keras 3 model.fit cannot train under ParameterServerStrategy "
+            "(its datasets must go through a tf.distribute.coordinator.ClusterCoordinator); use --strategy "
+            "multiworker to train on several machines, or pipelines.distribute.make_strategy('parameter_server') "
+            "with a ClusterCoordinator loop of your own"
+        )
+    return distribute.make_strategy(config.strategy)
+
+
 def train(app, config, callbacks=(), command=None):
     """Train ``app`` with ``config``, keep the best checkpoint, evaluate it on the test split.
 
@@ -154,7 +166,7 @@ def train(app, config, callbacks=(), command=None):
         interruption resumes from the last finished epoch.
     """
     # First: MultiWorkerMirroredStrategy must exist before any other TensorFlow op runs.
-    strategy = distribute.make_strategy(config.strategy)
+    strategy = _fit_strategy(config)
     set_seed(config.seed)
     directory = run_dir(app, config)
     if not distribute.is_chief(strategy):
@@ -242,7 +254,7 @@ def load_checkpoint(path):
 
 def evaluate_checkpoint(app, config, checkpoint):
     """Load ``checkpoint``, evaluate it on the app's test split and print the metrics."""
-    strategy = distribute.make_strategy(config.strategy)
+    strategy = _fit_strategy(config)
     set_seed(config.seed)
     with strategy.scope():
         model = load_checkpoint(checkpoint)
@@ -270,6 +282,8 @@ def export_saved_model(app, model, config, directory):
     directory = Path(directory)
     if directory.exists():
         raise FileExistsError(f"{directory} already exists; choose another --version or remove it")
+    if app.write_saved_model(model, config, directory) is not None:
+        return directory  # the app's own export: more signatures than serving_default (translation)
     specs = app.serving_signature(config)
     names = list(specs)
 
@@ -292,11 +306,22 @@ def export_saved_model(app, model, config, directory):
 
 
 def check_export(app, model, config, directory, inputs):
-    """Reload the SavedModel and return the largest difference to the Keras model on ``inputs``."""
+    """Reload the SavedModel and return the largest difference to the Keras model on ``inputs``.
+
+    Numeric outputs: the largest absolute difference. String outputs
+    (translations): the fraction of strings that differ.
+    """
     reloaded = tf.saved_model.load(str(directory)).signatures["serving_default"]
     served = reloaded(**{name: tf.constant(value) for name, value in inputs.items()})
     direct = app.serving_outputs(model, {name: tf.constant(value) for name, value in inputs.items()})
-    return max(float(np.max(np.abs(served[key].numpy() - np.asarray(direct[key])))) for key in direct)
+
+    def difference(a, b):
+        a, b = np.asarray(a), np.asarray(b)
+        if a.dtype == object or b.dtype == object:
+            return float(np.mean(a != b))
+        return float(np.max(np.abs(a - b)))
+
+    return max(difference(served[key].numpy(), direct[key]) for key in direct)
 
 
 def write_manifest(app_dir, version, entry):

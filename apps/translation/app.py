@@ -267,16 +267,27 @@ class TranslationApp(App):
         self._serving_config = config
         return {"sentences": tf.TensorSpec((None,), tf.string)}
 
-    def serving_outputs(self, model, inputs):
-        from apps.translation.export import ExportTranslator
+    def export_translator(self, model, config):
+        """The :class:`~apps.translation.export.ExportTranslator` of ``model`` with the config's decoding."""
+        from apps.translation.export import BEAM_SIZES, ExportTranslator
 
-        config = self._serving_config or self.Config()
         source, target = self.tokenizers(config)
-        translator = ExportTranslator(
+        return ExportTranslator(
             model, source, target, source_length=config.max_source_length,
             max_new_tokens=config.max_new_tokens, num_beams=config.beam_size, length_penalty=config.length_penalty,
+            beam_sizes=sorted({*BEAM_SIZES, config.beam_size}),
         )
-        return translator.serving_default(inputs["sentences"])
+
+    def serving_outputs(self, model, inputs):
+        config = self._serving_config or self.Config()
+        return self.export_translator(model, config).serving_default(inputs["sentences"])
+
+    def write_saved_model(self, model, config, directory):
+        """The release: ``serving_default``, ``translate`` (demo options), ``translate_tokens`` (TFLite), tokenizers."""
+        from apps.translation.export import write_saved_model
+
+        self._serving_config = config
+        return write_saved_model(self.export_translator(model, config), directory)
 
     def serving_example(self, config):
         sources, _ = data_lib.load_texts(config, "test")
