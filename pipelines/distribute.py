@@ -125,24 +125,29 @@ def make_strategy(name="auto", tpu=None):
 def describe(strategy):
     """One line naming the strategy and its replicas, e.g. ``MirroredStrategy, 2 replicas (CPU:0, CPU:1)``."""
     replicas = strategy.num_replicas_in_sync
+    text = f"{_name(strategy)}, {replicas} replica{'s' if replicas != 1 else ''}"
+    if isinstance(strategy, tf.distribute.ParameterServerStrategy):
+        # Its public cluster_resolver is None on the chief; the strategy keeps the one it was built from.
+        cluster = strategy._cluster_resolver.cluster_spec().as_dict()
+        return f"{text} per worker, {len(cluster['worker'])} worker(s) and {len(cluster['ps'])} parameter server(s)"
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        resolver = strategy.cluster_resolver
+        cluster = resolver.cluster_spec().as_dict()
+        workers = max(len(cluster.get("worker", ())) + len(cluster.get("chief", ())), 1)
+        text += f" on {workers} worker(s), this is {resolver.task_type or 'worker'} {resolver.task_id or 0}"
     try:
         devices = strategy.extended.worker_devices
     except RuntimeError:  # the default strategy has no device list
         devices = ()
     names = ", ".join(d.split("device:")[-1] for d in devices)
-    text = f"{_name(strategy)}, {replicas} replica{'s' if replicas != 1 else ''}"
-    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        resolver = strategy.cluster_resolver
-        workers = len(resolver.cluster_spec().as_dict().get("worker", ())) + len(
-            resolver.cluster_spec().as_dict().get("chief", ())
-        )
-        text += f" on {max(workers, 1)} worker(s), this is {resolver.task_type or 'worker'} {resolver.task_id or 0}"
     return f"{text} ({names})" if names else text
 
 
 def _name(strategy):
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return "MultiWorkerMirroredStrategy"  # its class is CollectiveAllReduceStrategy
+    if isinstance(strategy, tf.distribute.ParameterServerStrategy):
+        return "ParameterServerStrategy"  # its class is ParameterServerStrategyV2
     name = type(strategy).__name__
     return "default strategy" if name == "_DefaultDistributionStrategy" else name
 
