@@ -72,7 +72,9 @@ class TrainConfig:
     run_name: str = option("", "run folder under <runs-dir>/<app>/ (default: chosen by the app)")
     runs_dir: str = option("runs", "root folder for checkpoints, logs and configs")
     verbose: int = option(1, "Keras fit verbosity: 1 progress bar, 2 one line per epoch, 0 silent")
-    strategy: str = option("auto", f"tf.distribute strategy: {', '.join(STRATEGIES)} (default: auto, see pipelines/distribute.py)")
+    strategy: str = option(
+        "auto", f"tf.distribute strategy: {', '.join(STRATEGIES)} (default: auto, see pipelines/distribute.py)"
+    )
 
     def __post_init__(self):
         try:

@@ -75,7 +75,7 @@ def test_unknown_flag_lists_the_valid_ones():
         (["--learning-rate", "-1"], "learning_rate must be > 0"),
         (["--patience", "-1"], "patience must be >= 0"),
         (["--verbose", "3"], r"verbose must be one of \[0, 1, 2\]"),
-        (["--strategy", "horovod"], r"strategy must be one of \['auto', 'default', 'mirrored', 'multiworker', 'tpu', 'parameter_server'\], got 'horovod'"),
+        (["--strategy", "horovod"], r"strategy must be one of \['auto', 'default', 'mirrored', .*\], got 'horovod'"),
         (["--batch"], "unknown option"),  # no abbreviations: a typo never picks a field
     ],
 )
