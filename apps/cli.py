@@ -5,9 +5,14 @@
     tfsuite export   <app> --checkpoint ... [--version N]     SavedModel for TF Serving
     tfsuite serve    <app>                                     print the TF Serving command
     tfsuite demo     [--host 127.0.0.1] [--port 7860]          Gradio UI, one tab per app
+    tfsuite data build [NAME ...] [--data-dir D] [--max-examples N]   build the offline corpora (TFDS)
+    tfsuite data list  [--data-dir D]                          the corpora, built or not, with split counts
 
 Config fields are overridden by name (``--batch-size 64`` sets ``batch_size``);
-``tfsuite <command> --help`` lists the apps and their fields.
+``tfsuite <command> --help`` lists the apps and their fields. ``--strategy``
+(every app) picks the tf.distribute strategy: ``auto``, ``default``,
+``mirrored``, ``multiworker``, ``tpu`` or ``parameter_server`` (see
+``pipelines/distribute.py``).
 """
 
 from __future__ import annotations
@@ -30,7 +35,9 @@ COMMANDS = {
     "export": "write a SavedModel (serving_default signature) under <models-dir>/<app>/<version>/",
     "serve": "print the TF Serving command for the exported versions",
     "demo": "launch the Gradio UI with one tab per app (released models)",
+    "data": "build the offline corpora as TFDS datasets (data build [NAME ...]) or list them (data list)",
 }
+DATA_COMMANDS = ("build", "list")
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[1] / "saved_models"
 
 
@@ -84,6 +91,11 @@ def _print_help(command=None, app=None):
     if command == "demo":
         _demo_parser().print_help()
         return
+    if command == "data":
+        for action in DATA_COMMANDS:
+            _data_parser(action).print_help()
+            print()
+        return
     if command and app:
         _help_parser(command, app).print_help()
         return
@@ -102,7 +114,10 @@ def _print_help(command=None, app=None):
     print("\nexamples:\n  tfsuite train fashion_mnist --model lenet5 --epochs 5")
     print("  tfsuite evaluate fashion_mnist --checkpoint runs/fashion_mnist/lenet5/model.keras")
     print("  tfsuite export fashion_mnist --checkpoint runs/fashion_mnist/lenet5/model.keras")
+    print("  tfsuite train fashion_mnist --strategy mirrored   # all GPUs (or CPU devices) of this machine")
     print("  tfsuite demo --port 7860")
+    print("  tfsuite data build translation --max-examples 100")
+    print("  tfsuite data list")
 
 
 def _demo_parser():
@@ -207,6 +222,83 @@ def _run_demo(argv):
     launch(host=options.host, port=options.port, models_dir=options.models_dir)
 
 
+def _data_parser(action):
+    parser = argparse.ArgumentParser(
+        prog=f"tfsuite data {action}",
+        description="build the offline corpora as TFDS datasets and print their split counts"
+        if action == "build"
+        else "list the offline corpora: version, description, and split counts where built",
+        allow_abbrev=False,
+        exit_on_error=False,
+    )
+    if action == "build":
+        parser.add_argument(
+            "names", nargs="*", metavar="NAME", help="corpora to build (default: all), e.g. code, qa, translation/en_ja"
+        )
+        parser.add_argument(
+            "--max-examples",
+            type=int,
+            default=None,
+            help="cap every split (smoke build, kept under <data-dir>/max_examples_N)",
+        )
+    parser.add_argument(
+        "--data-dir", default=None, help="TFDS data dir (default: $TFSUITE_DATA_DIR or <repo>/data/tfds)"
+    )
+    return parser
+
+
+def _run_data(argv):
+    if not argv or argv[0].startswith("-"):
+        raise UsageError(f"`tfsuite data` needs a command: {' or '.join(DATA_COMMANDS)} (tfsuite data --help)")
+    action, rest = argv[0], argv[1:]
+    if action not in DATA_COMMANDS:
+        raise UsageError(f"unknown data command {action!r}; data commands: {', '.join(DATA_COMMANDS)}")
+    parser = _data_parser(action)
+    try:
+        options, unknown = parser.parse_known_args(rest)
+    except argparse.ArgumentError as e:
+        raise UsageError(str(e)) from None
+    if unknown:
+        valid = [a for action_ in parser._actions for a in action_.option_strings if a not in ("-h", "--help")]
+        raise UsageError(f"unknown option(s) {' '.join(unknown)}; valid options: {' '.join(valid)}")
+    from pipelines.corpora import build as corpora
+
+    if action == "list":
+        _list_corpora(options.data_dir)
+        return
+    if options.max_examples is not None and options.max_examples < 1:
+        raise UsageError(f"--max-examples must be a positive integer, got {options.max_examples}")
+    names = options.names or [None]
+    try:
+        for name in names:
+            corpora.dataset_names(name)  # an unknown name fails before any corpus is built
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    for name in names:
+        corpora.build(name, data_dir=options.data_dir, max_examples=options.max_examples)
+
+
+def _list_corpora(data_dir):
+    import tensorflow_datasets as tfds
+
+    from pipelines.corpora.build import dataset_names
+    from pipelines.corpora.sources import data_dir as default_data_dir
+
+    root = default_data_dir(data_dir)
+    print(f"offline corpora in {root}:")
+    for full_name in dataset_names():
+        builder = tfds.builder(full_name, data_dir=str(root))
+        summary = (type(builder).__doc__ or "").strip().splitlines()[0]
+        print(f"  {full_name:<27} {str(builder.info.version):<6} {summary}")
+        if builder.is_prepared():
+            splits = builder.info.splits
+            names = [split for split in ("train", "validation", "test") if split in splits]
+            counts = "  ".join(f"{split} {splits[split].num_examples:,d}" for split in names)
+            print(f"  {'':<27} {'':<6} built: {counts}")
+        else:
+            print(f"  {'':<27} {'':<6} not built: tfsuite data build {full_name}")
+
+
 RUNNERS = {"train": _run_train, "evaluate": _run_evaluate, "export": _run_export, "serve": _run_serve}
 
 
@@ -222,11 +314,11 @@ def main(argv=None):
         command, args = argv[0], argv[1:]
         if command not in COMMANDS:
             raise UsageError(f"unknown command {command!r}; commands: {', '.join(COMMANDS)}")
-        if command == "demo":
+        if command in ("demo", "data"):
             if wants_help:
-                _print_help("demo")
+                _print_help(command)
                 return 0
-            _run_demo(args)
+            (_run_demo if command == "demo" else _run_data)(args)
             return 0
         if not args or args[0].startswith("-"):
             if wants_help:
@@ -248,11 +340,13 @@ def main(argv=None):
         print(f"tfsuite: error: {e}", file=sys.stderr)
         return 2
     except (FileNotFoundError, FileExistsError, ValueError) as e:
-        # Missing data, an existing export folder, a corrupt checkpoint: one line
+        # Missing data, an existing export folder, a corrupt checkpoint, no TPU: one line
         # that says what to do. Anything else keeps its traceback.
         from apps.trainer import CheckpointError
+        from pipelines.distribute import StrategyError
 
-        if isinstance(e, (CheckpointError, FileNotFoundError, FileExistsError)) and not os.environ.get("TFSUITE_DEBUG"):
+        clear = (CheckpointError, StrategyError, FileNotFoundError, FileExistsError)
+        if isinstance(e, clear) and not os.environ.get("TFSUITE_DEBUG"):
             print(f"tfsuite: error: {e}", file=sys.stderr)
             return 1
         raise

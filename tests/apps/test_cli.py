@@ -68,7 +68,8 @@ def test_console_script_help_lists_apps_and_config_fields():
     script = __import__("shutil").which("tfsuite") or f"{sys.executable} -m apps.cli"
     result = subprocess.run(f"{script} --help", shell=True, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
-    for text in ("train", "evaluate", "export", "serve", "demo", "fashion_mnist", "--batch-size", "--model"):
+    expected = ("train", "evaluate", "export", "serve", "demo", "data", "fashion_mnist", "--batch-size", "--model")
+    for text in (*expected, "--strategy"):
         assert text in result.stdout
 
 
@@ -82,12 +83,14 @@ def test_command_help_lists_apps_and_fields(capsys):
     assert status == 0 and "--checkpoint" in out and "--batch-size" in out
     status, out, _ = run_cli(capsys, "demo", "--help")
     assert status == 0 and "--port" in out and "--host" in out
+    status, out, _ = run_cli(capsys, "data", "--help")
+    assert status == 0 and "tfsuite data build" in out and "--max-examples" in out and "tfsuite data list" in out
 
 
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["fit", "fashion_mnist"], "unknown command 'fit'; commands: train, evaluate, export, serve, demo"),
+        (["fit", "fashion_mnist"], "unknown command 'fit'; commands: train, evaluate, export, serve, demo, data"),
         (["train", "mnist"], "unknown app 'mnist'; available apps: fashion_mnist"),
         (["train"], "`tfsuite train` needs an app"),
         (["train", "fashion_mnist", "--batch-sise", "8"], "unknown option(s) --batch-sise"),
@@ -96,6 +99,12 @@ def test_command_help_lists_apps_and_fields(capsys):
         (["train", "fashion_mnist", "--width", "8"], "--width does not apply to lenet5; models that take it: resnet18"),
         (["evaluate", "fashion_mnist"], "needs --checkpoint"),
         (["demo", "--colour", "red"], "unknown option(s) --colour"),
+        (["train", "fashion_mnist", "--strategy", "horovod"], "strategy must be one of ['auto', 'default', 'mirrored'"),
+        (["data"], "`tfsuite data` needs a command: build or list"),
+        (["data", "download"], "unknown data command 'download'; data commands: build, list"),
+        (["data", "build", "wikipedia"], "unknown corpus 'wikipedia'; choose one of"),
+        (["data", "build", "code", "--max-examples", "0"], "--max-examples must be a positive integer, got 0"),
+        (["data", "list", "--max-examples", "3"], "unknown option(s) --max-examples 3; valid options: --data-dir"),
     ],
 )
 def test_usage_errors_exit_2_with_a_clear_message(capsys, argv, message):
@@ -117,6 +126,7 @@ def test_train_smoke_run_writes_the_run_folder_and_prints_test_accuracy(smoke_ru
     status, out, run = smoke_run
     assert status == 0
     assert "FashionMNISTConfig:" in out and "limit           = 192" in out
+    assert "strategy: default strategy, 1 replica; global batch 64 = 1 x 64 per replica" in out  # auto, no GPU here
     match = TEST_ACCURACY_LINE.search(out)
     assert match, out[-2000:]
     for name in ("config.json", "model.keras", "best.keras", "history.csv", "metrics.json"):
@@ -259,3 +269,69 @@ def test_export_writes_a_serving_savedmodel_and_serve_prints_the_command(capsys,
 def test_serve_without_an_export_says_what_to_run(capsys, tmp_path):
     status, _, err = run_cli(capsys, "serve", "fashion_mnist", "--models-dir", str(tmp_path))
     assert status == 2 and "tfsuite export fashion_mnist --checkpoint" in err
+
+
+def test_train_under_a_mirrored_strategy(capsys, tmp_path):
+    # No GPU here: MirroredStrategy over this machine's one CPU device, through the same trainer path.
+    status, out, err = run_cli(
+        capsys, "train", "fashion_mnist", *SMOKE, "--strategy", "mirrored", "--runs-dir", str(tmp_path)
+    )
+    assert status == 0, err
+    assert "strategy: MirroredStrategy, 1 replica (CPU:0); global batch 64 = 1 x 64 per replica" in out
+    assert TEST_ACCURACY_LINE.search(out)
+    record = json.loads((tmp_path / "fashion_mnist" / "lenet5" / "metrics.json").read_text())
+    assert record["strategy"] == "MirroredStrategy, 1 replica (CPU:0)"
+    assert json.loads((tmp_path / "fashion_mnist" / "lenet5" / "config.json").read_text())["strategy"] == "mirrored"
+
+
+def test_train_without_a_tpu_or_under_parameter_servers_says_why_before_any_work(capsys, tmp_path, monkeypatch):
+    for name in ("TPU_NAME", "COLAB_TPU_ADDR"):
+        monkeypatch.delenv(name, raising=False)
+    status, _, err = run_cli(capsys, "train", "fashion_mnist", *SMOKE, "--strategy", "tpu", "--runs-dir", str(tmp_path))
+    assert status == 1
+    assert err.startswith("tfsuite: error: no TPU found: TPUClusterResolver(tpu='local')")
+    assert "use --strategy auto or mirrored" in err and "Traceback" not in err
+    assert not (tmp_path / "fashion_mnist").exists()
+    status, _, err = run_cli(
+        capsys, "train", "fashion_mnist", *SMOKE, "--strategy", "parameter_server", "--runs-dir", str(tmp_path)
+    )
+    assert status == 1
+    assert "Keras 3 model.fit cannot train under ParameterServerStrategy" in err and "--strategy multiworker" in err
+
+
+def test_data_build_and_list(capsys, tmp_path, monkeypatch):
+    # The code corpus on a 300-function stand-in for the stdlib, 3 examples per split: seconds, not minutes.
+    from pipelines.corpora import python_stdlib
+
+    stdlib = tmp_path / "lib"
+    stdlib.mkdir()
+    (stdlib / "ops.py").write_text(
+        "".join(f'def op_{i}(x):\n    """Return x shifted by {i} units."""\n    return x + {i}\n\n\n' for i in range(300))
+    )
+    monkeypatch.setattr(python_stdlib, "stdlib_dir", lambda: stdlib)
+    data_dir = tmp_path / "tfds"
+    status, out, err = run_cli(capsys, "data", "build", "code", "--data-dir", str(data_dir), "--max-examples", "3")
+    assert status == 0, err
+    lines = out.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("tfsuite_code 1.0.0"))  # after TFDS's own lines
+    assert lines[first].startswith("tfsuite_code 1.0.0 (built in")
+    counts = [line.split() for line in lines[first + 1 : first + 4]]
+    assert counts == [["train", "3"], ["validation", "3"], ["test", "3"]]
+    assert (data_dir / "max_examples_3" / "tfsuite_code" / "1.0.0").is_dir()
+
+    status, out, err = run_cli(capsys, "data", "list", "--data-dir", str(data_dir / "max_examples_3"))
+    assert status == 0, err
+    assert out.splitlines()[0] == f"offline corpora in {data_dir / 'max_examples_3'}:"
+    listed = {}
+    for line in out.splitlines()[1:]:
+        if line.split()[0].startswith("tfsuite_"):
+            name = line.split()[0]
+        else:
+            listed[name] = line.strip()
+    assert list(listed) == [
+        "tfsuite_translation/en_de", "tfsuite_translation/en_ja", "tfsuite_summarization", "tfsuite_qa",
+        "tfsuite_code", "tfsuite_captions", "tfsuite_speech",
+    ]  # fmt: skip
+    assert listed["tfsuite_code"] == "built: train 3  validation 3  test 3"
+    assert listed["tfsuite_qa"] == "not built: tfsuite data build tfsuite_qa"
+    assert "Docstring to function from the Python standard library." in out
