@@ -298,7 +298,7 @@ class _KerasMultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrateg
 def _parameter_server_strategy():
     config = _tf_config()
     cluster = config["cluster"] if config else {}
-    if not cluster.get("ps") or not (cluster.get("worker")):
+    if not cluster.get("ps") or not cluster.get("worker"):
         raise StrategyError(
             "parameter_server needs a cluster: set TF_CONFIG with 'chief', 'worker' and 'ps' tasks, e.g. "
             '{"cluster": {"chief": ["host0:2222"], "worker": ["host1:2222"], "ps": ["host2:2222"]}, '
