@@ -1,5 +1,8 @@
 """Masked-language-model input stages: BERT masking (static) and RoBERTa dynamic masking.
 
+Textbook section 6.1, BERT MLM: "mask 15% of the input, predict the masked
+words"; section 6.4, RoBERTa: dynamic masking.
+
 BERT (Devlin et al., 2019, section 3.1): of the tokens that are not special
 (``[PAD]``, ``[START]``, ``[END]``, ``[MASK]``), each is selected with
 probability 15%; a selected token becomes ``[MASK]`` 80% of the time, a random
@@ -140,7 +143,9 @@ def _masking_args(tokenizer, random_ids):
         random_ids = (max(special + (tokenizer.mask_id, tokenizer.unk_id)) + 1, tokenizer.vocab_size)
     low, high = random_ids
     if not 0 <= low < high <= tokenizer.vocab_size:
-        raise ValueError(f"random_ids must be (low, high) with 0 <= low < high <= vocab_size {tokenizer.vocab_size}, got {random_ids}")
+        raise ValueError(
+            f"random_ids must be (low, high) with 0 <= low < high <= vocab_size {tokenizer.vocab_size}, got {random_ids}"
+        )
     return special, (low, high)
 
 

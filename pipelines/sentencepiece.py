@@ -98,6 +98,7 @@ def train_sentencepiece(
     character_coverage=0.9995,
     max_sentence_length=1 << 16,
     model_file=None,
+    extra_special_tokens=(),
     **trainer_options,
 ):
     """Train a SentencePiece model; return its serialized model proto (``bytes``).
@@ -119,6 +120,8 @@ def train_sentencepiece(
             by the alphabet (0.9995 suits Japanese; 1.0 for small alphabets).
         max_sentence_length: int, default 65536. Longer texts (bytes) are skipped in training.
         model_file: str or Path or None. Also write the model there.
+        extra_special_tokens: sequence of str, default (). More user-defined
+            pieces (for example ``"[SEP]"``), ids 5, 6, ... right after ``[MASK]``.
         **trainer_options: any other ``SentencePieceTrainer`` option (``num_threads``, ``seed_sentencepiece_size``...).
 
     Returns:
@@ -130,6 +133,8 @@ def train_sentencepiece(
         raise ValueError(f"unknown model_type {model_type!r}; expected one of {MODEL_TYPES}")
     if not isinstance(vocab_size, int) or vocab_size <= len(SPECIAL_PIECES):
         raise ValueError(f"vocab_size must be an int larger than the {len(SPECIAL_PIECES)} special pieces, got {vocab_size!r}")
+    if "user_defined_symbols" in trainer_options:
+        raise ValueError("pass user_defined_symbols as extra_special_tokens (they follow [MASK])")
     texts = _texts(texts)
     first = next(texts, None)
     if first is None:
@@ -149,7 +154,7 @@ def train_sentencepiece(
         "hard_vocab_limit": False,
         "pad_id": 0, "unk_id": 1, "bos_id": 2, "eos_id": 3,
         "pad_piece": "[PAD]", "unk_piece": "[UNK]", "bos_piece": "[START]", "eos_piece": "[END]",
-        "user_defined_symbols": ["[MASK]"],
+        "user_defined_symbols": ["[MASK]"] + list(extra_special_tokens),
         "minloglevel": 2,
     }  # fmt: skip
     if keep_whitespace:
@@ -193,7 +198,9 @@ class SentencepieceTokenizer(tf.Module):
     def __init__(self, model, fast=False, name=None):
         super().__init__(name=name)
         if isinstance(model, (str, Path)):
-            raise ValueError("SentencepieceTokenizer expects the model proto bytes; use SentencepieceTokenizer.load(directory) for files")
+            raise ValueError(
+                "SentencepieceTokenizer expects the model proto bytes; use SentencepieceTokenizer.load(directory) for files"
+            )
         model = bytes(model)
         proto = sentencepiece_model_pb2.ModelProto()
         try:

@@ -82,7 +82,9 @@ def test_dynamic_masking_draws_a_new_mask_each_epoch(tok):
     texts = tf.data.Dataset.from_tensor_slices({"text": TEXTS})
 
     def make(seed):
-        return masking.make_mlm_dataset(texts, "text", tok, batch_size=8, max_length=32, masking="dynamic", seed=seed, deterministic=True)
+        return masking.make_mlm_dataset(
+            texts, "text", tok, batch_size=8, max_length=32, masking="dynamic", seed=seed, deterministic=True
+        )
 
     ds = make(0)
     epoch1, epoch2 = epoch_masks(ds), epoch_masks(ds)
@@ -133,8 +135,17 @@ def test_masked_batches_train_a_keras_model(tok):
     model = keras.Model({"token_ids": token_ids, "padding_mask": padding_mask}, logits)
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     texts = tf.data.Dataset.from_tensor_slices({"text": TEXTS})
-    history = model.fit(masking.make_mlm_dataset(texts, "text", tok, batch_size=8, max_length=16), epochs=1, verbose=0)
+    batches = masking.make_mlm_dataset(texts, "text", tok, batch_size=8, max_length=16)
+    history = model.fit(batches, epochs=1, steps_per_epoch=5, shuffle=False, verbose=0)
     assert np.isfinite(history.history["loss"][0])
+
+
+def _ids(shape):
+    return tf.data.Dataset.from_tensors(tf.zeros(shape, tf.int32))
+
+
+def _texts():
+    return tf.data.Dataset.from_tensor_slices({"text": TEXTS})
 
 
 @pytest.mark.parametrize(
@@ -142,10 +153,10 @@ def test_masked_batches_train_a_keras_model(tok):
     [
         (lambda t: masking.MaskingRates(select=0.0), r"select rate must be in \(0, 1\]"),
         (lambda t: masking.MaskingRates(mask_token=0.95), "sum <= 1"),
-        (lambda t: masking.make_mlm_dataset(tf.data.Dataset.from_tensor_slices({"text": TEXTS}), "text", t, masking="span"), "unknown masking 'span'"),
-        (lambda t: masking.dynamic_masking(tf.data.Dataset.from_tensors(tf.zeros([4], tf.int32)), t), r"rank 2 \(batch, length\)"),
-        (lambda t: masking.static_masking(tf.data.Dataset.from_tensors(tf.zeros([2, 4], tf.int32)), object()), "needs a tokenizer with pad_id"),
-        (lambda t: masking.static_masking(tf.data.Dataset.from_tensors(tf.zeros([2, 4], tf.int32)), t, random_ids=(5, 5000)), "random_ids must be"),
+        (lambda t: masking.make_mlm_dataset(_texts(), "text", t, masking="span"), "unknown masking 'span'"),
+        (lambda t: masking.dynamic_masking(_ids([4]), t), r"rank 2 \(batch, length\)"),
+        (lambda t: masking.static_masking(_ids([2, 4]), object()), "needs a tokenizer with pad_id"),
+        (lambda t: masking.static_masking(_ids([2, 4]), t, random_ids=(5, 5000)), "random_ids must be"),
     ],
 )
 def test_rejects_bad_arguments(tok, call, message):
@@ -161,7 +172,9 @@ def test_masking_real_corpus_with_sentencepiece():
 
     data_dir = str(sources.data_dir())
     tok = SentencepieceTokenizer(
-        train_sentencepiece(tfds.load("tfsuite_qa", split="train[:300]", data_dir=data_dir).map(lambda ex: ex["context"]), vocab_size=1500)
+        train_sentencepiece(
+            tfds.load("tfsuite_qa", split="train[:300]", data_dir=data_dir).map(lambda ex: ex["context"]), vocab_size=1500
+        )
     )
     contexts = tfds.load("tfsuite_qa", split="validation[:200]", data_dir=data_dir)
     ds = masking.make_mlm_dataset(contexts, "context", tok, batch_size=50, max_length=128, seed=0, deterministic=True)

@@ -95,6 +95,14 @@ def test_training_rejects_structured_dataset():
         train_sentencepiece(tf.data.Dataset.from_tensor_slices({"ja": JA_SAMPLE}))
 
 
+def test_extra_special_tokens_follow_mask():
+    model = train_sentencepiece(JA_SAMPLE, vocab_size=300, character_coverage=1.0, extra_special_tokens=["[SEP]"])
+    tok = SentencepieceTokenizer(model)
+    assert tok.vocab[:6] == ["[PAD]", "[UNK]", "[START]", "[END]", "[MASK]", "[SEP]"]
+    with pytest.raises(ValueError, match="as extra_special_tokens"):
+        train_sentencepiece(JA_SAMPLE, user_defined_symbols=["[SEP]"])
+
+
 def test_model_file_is_written(tmp_path):
     model = train_sentencepiece(JA_SAMPLE, vocab_size=300, character_coverage=1.0, model_file=tmp_path / "ja.model")
     assert (tmp_path / "ja.model").read_bytes() == model
@@ -176,7 +184,8 @@ def test_fast_tokenizer_loads_the_same_model(japanese):
                                    character_coverage=0.995, byte_fallback=False)  # fmt: skip
     reference, fast = SentencepieceTokenizer(no_bytes), SentencepieceTokenizer(no_bytes, fast=True)
     assert fast.tokenize(texts).to_list() == reference.tokenize(texts).to_list()
-    assert fast.detokenize(fast.tokenize(texts[:20])).numpy().tolist() == reference.detokenize(reference.tokenize(texts[:20])).numpy().tolist()
+    fast_text = fast.detokenize(fast.tokenize(texts[:20])).numpy().tolist()
+    assert fast_text == reference.detokenize(reference.tokenize(texts[:20])).numpy().tolist()
     with pytest.raises(ValueError, match="fast=True .* mis-tokenizes models with byte_fallback"):
         SentencepieceTokenizer(model, fast=True)
 
@@ -199,7 +208,9 @@ def test_fast_tokenize_runs_in_tflite_with_tf_text_ops_only(small_model):
     converter.allow_custom_ops = True
     lite = converter.convert()
     assert b"Flex" not in lite
-    interpreter = interpreter_lib.InterpreterWithCustomOps(model_content=lite, custom_op_registerers=tflite_registrar.SELECT_TFTEXT_OPS)
+    interpreter = interpreter_lib.InterpreterWithCustomOps(
+        model_content=lite, custom_op_registerers=tflite_registrar.SELECT_TFTEXT_OPS
+    )
     out = interpreter.get_signature_runner()(texts=np.array([t.encode() for t in JA_SAMPLE[:4]]))
     np.testing.assert_array_equal(out["ids"], tok.tokenize(JA_SAMPLE[:4]).to_tensor().numpy())
 
