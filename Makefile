@@ -2,7 +2,11 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-DEBIAN_PACKAGES := dataset-fashion-mnist
+# Debian packages: Fashion-MNIST; the offline corpora's sources (pipelines/corpora:
+# apt lists via lz4, gettext catalogues, emoji fonts and names, TTS voices + sox);
+# headless Chromium for the UI page tests.
+DEBIAN_PACKAGES := dataset-fashion-mnist lz4 gettext fonts-noto-color-emoji unicode-data \
+	espeak-ng flite festival festvox-kallpc16k festvox-us-slt-hts sox chromium chromium-driver
 
 .PHONY: setup debian-packages test test-slow demo bench clean
 
