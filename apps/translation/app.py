@@ -130,6 +130,7 @@ class TranslationApp(App):
         self._tokenizers = {}
         self._pairs = {}
         self._serving_config = None
+        self._releases = None  # set by load_release: the demo tab's models
 
     def default_run_name(self, config):
         return data_lib.dataset_name(config).split("/")[-1].replace("-", "_")
@@ -299,12 +300,13 @@ class TranslationApp(App):
         """Every released ``translation_<pair>`` SavedModel, chosen by the tab's language."""
         from apps.translation.ui import TranslationReleases
 
-        return TranslationReleases(models_dir)
+        self._releases = TranslationReleases(models_dir)  # the tab's options follow the release
+        return self._releases
 
     def ui_inputs(self):
         from apps.translation import ui
 
-        return ui.ui_inputs()
+        return ui.ui_inputs(self._releases)
 
     def ui_outputs(self):
         from apps.translation import ui
@@ -314,7 +316,7 @@ class TranslationApp(App):
     def ui_examples(self, cache_dir):
         from apps.translation import ui
 
-        return ui.ui_examples(cache_dir)
+        return ui.ui_examples(cache_dir, releases=self._releases)
 
     def preprocess(self, text, *options):
         """UI values (text, language pair, beam size, max length) -> the ``translate`` signature's inputs.

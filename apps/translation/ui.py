@@ -66,17 +66,25 @@ def release_name(language_pair):
     return f"{APP_NAME}_{language_pair}"
 
 
-def ui_inputs():
-    """Text, language pair, beam size and maximum length components."""
+def ui_inputs(releases=None):
+    """Text, language pair, beam size and maximum length components.
+
+    With ``releases`` (:class:`TranslationReleases`), the beam sizes and the
+    length range are the released models' (the first release's defaults).
+    """
     import gradio as gr
 
+    beam_sizes, beam, longest = list(BEAM_SIZES), DEFAULT_BEAM_SIZE, DEFAULT_MAX_LENGTH
+    if releases is not None:
+        settings = next(iter(releases.settings.values()))
+        beam_sizes, beam, longest = settings["beam_sizes"], settings["num_beams"], settings["max_new_tokens"]
     return [
         gr.Textbox(label="English", lines=3, placeholder="Type an English sentence, e.g. Open the file."),
         gr.Dropdown(
             choices=[(label, pair) for pair, label in LANGUAGES.items()], value="en_de", label="Language"
         ),
-        gr.Radio(choices=list(BEAM_SIZES), value=DEFAULT_BEAM_SIZE, label="Beam size (1 = greedy search)"),
-        gr.Slider(1, DEFAULT_MAX_LENGTH, value=DEFAULT_MAX_LENGTH, step=1, label="Max length (word pieces)"),
+        gr.Radio(choices=beam_sizes, value=beam, label="Beam size (1 = greedy search)"),
+        gr.Slider(1, longest, value=longest, step=1, label="Max length (word pieces)"),
     ]
 
 
@@ -87,7 +95,7 @@ def ui_outputs():
     return [gr.Textbox(label="Translation", lines=3)]
 
 
-def ui_examples(cache_dir=None, count=4):
+def ui_examples(cache_dir=None, count=4, releases=None):
     """Example rows ``[text, "en_de", beam, max length]``: short test-split sentences when the corpus is built."""
     sentences = list(FALLBACK_EXAMPLES)
     try:
@@ -107,7 +115,11 @@ def ui_examples(cache_dir=None, count=4):
         sentences = picked or sentences
     except Exception:  # noqa: BLE001 - a demo without the built corpus still shows examples
         pass
-    return [[text, "en_de", DEFAULT_BEAM_SIZE, DEFAULT_MAX_LENGTH] for text in sentences[:count]]
+    beam, longest = DEFAULT_BEAM_SIZE, DEFAULT_MAX_LENGTH
+    if releases is not None:
+        settings = next(iter(releases.settings.values()))
+        beam, longest = settings["num_beams"], settings["max_new_tokens"]
+    return [[text, "en_de", beam, longest] for text in sentences[:count]]
 
 
 def preprocess(text, language_pair="en_de", beam_size=DEFAULT_BEAM_SIZE, max_length=DEFAULT_MAX_LENGTH):
