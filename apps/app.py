@@ -109,6 +109,18 @@ class App(abc.ABC):
     def serving_example(self, config) -> dict:
         """A small batch of serving inputs (from the test split) used to check an export."""
 
+    # --- TFLite (optional; ``tfsuite export <app> --format tflite``) ----------------------
+
+    supports_tflite: ClassVar[bool] = False
+
+    def export_tflite(self, saved_model_dir, output_dir) -> dict:
+        """Convert a released SavedModel to TFLite files under ``output_dir``: ``{"float": path, "int8": path}``."""
+        raise NotImplementedError(f"app {self.name} has no TFLite export")
+
+    def evaluate_tflite(self, release_dir, kind, config) -> dict:
+        """Test metrics of ``release_dir/tflite``'s ``kind`` (``"float"`` or ``"int8"``) model, as :meth:`evaluate`."""
+        raise NotImplementedError(f"app {self.name} has no TFLite export")
+
     def write_saved_model(self, model, config, directory):
         """Write the release SavedModel yourself; return ``None`` (default) to let the shared exporter.
 
