@@ -3,6 +3,8 @@
     tfsuite train    <app> [--field value ...]               train, keep the best checkpoint, test
     tfsuite evaluate <app> --checkpoint runs/.../model.keras  test metrics of a checkpoint
     tfsuite export   <app> --checkpoint ... [--version N]     SavedModel for TF Serving
+    tfsuite export   <app> --format tflite                     float and int8 TFLite from the latest release
+    tfsuite evaluate <app> --format tflite-int8                test metrics of the exported TFLite model
     tfsuite serve    <app>                                     print the TF Serving command
     tfsuite demo     [--host 127.0.0.1] [--port 7860]          Gradio UI, one tab per app
     tfsuite data build [NAME ...] [--data-dir D] [--max-examples N]   build the offline corpora (TFDS)
@@ -39,6 +41,7 @@ COMMANDS = {
 }
 DATA_COMMANDS = ("build", "list")
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[1] / "saved_models"
+TFLITE_EVALUATE_FORMATS = ("tflite-float", "tflite-int8")
 
 
 class UsageError(Exception):
@@ -50,9 +53,19 @@ def _command_options(command):
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
     if command in ("evaluate", "export"):
         parser.add_argument(
-            "--checkpoint", help="required: a .keras file written by `tfsuite train` (runs/<app>/<run>/model.keras)"
+            "--checkpoint",
+            help="a .keras file written by `tfsuite train` (runs/<app>/<run>/model.keras); "
+            "required unless --format is a TFLite one",
         )
-    if command in ("export", "serve", "demo"):
+        formats = ("saved_model", "tflite") if command == "export" else ("keras", *TFLITE_EVALUATE_FORMATS)
+        parser.add_argument(
+            "--format",
+            choices=formats,
+            default=formats[0],
+            help="export: a SavedModel from --checkpoint, or float + int8 TFLite models converted from the latest "
+            "release (<models-dir>/<release>/tflite/); evaluate: the checkpoint, or one of those TFLite models",
+        )
+    if command in ("evaluate", "export", "serve", "demo"):
         parser.add_argument(
             "--models-dir",
             default=str(DEFAULT_MODELS_DIR),
@@ -132,7 +145,10 @@ def _parse(command, app, argv):
         options, rest = _command_options(command).parse_known_args(argv)
     except argparse.ArgumentError as e:
         raise UsageError(str(e)) from None
-    if command in ("evaluate", "export") and not options.checkpoint:
+    tflite = getattr(options, "format", "").startswith("tflite")
+    if tflite and not app.supports_tflite:
+        raise UsageError(f"app {app.name} has no TFLite export; --format saved_model (export) or keras (evaluate)")
+    if command in ("evaluate", "export") and not options.checkpoint and not tflite:
         raise UsageError(f"`tfsuite {command} {app.name}` needs --checkpoint runs/{app.name}/<run>/model.keras")
     if command == "serve":
         if rest:
@@ -160,15 +176,39 @@ def _run_train(app, options, config):
 
 
 def _run_evaluate(app, options, config):
-    from apps.trainer import evaluate_checkpoint
+    from apps.trainer import evaluate_checkpoint, print_metrics
 
+    if options.format in TFLITE_EVALUATE_FORMATS:
+        release = Path(options.models_dir) / app.release_name(config)
+        print_metrics(app.evaluate_tflite(release, options.format.split("-")[1], config))
+        return
     evaluate_checkpoint(app, config, options.checkpoint)
+
+
+def _run_export_tflite(app, options, config):
+    from apps.ui import latest_version_dir
+
+    release = Path(options.models_dir) / app.release_name(config)
+    try:
+        version_dir = release / str(options.version) if options.version else latest_version_dir(release.parent, release.name)
+    except FileNotFoundError:
+        version_dir = release
+    if not (version_dir / "saved_model.pb").is_file():
+        raise FileNotFoundError(
+            f"no released SavedModel in {version_dir}/ to convert; export one first: "
+            f"`tfsuite export {app.name} --checkpoint runs/{app.name}/<run>/model.keras`"
+        )
+    for kind, path in app.export_tflite(version_dir, release / "tflite").items():
+        print(f"wrote {kind} TFLite model {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 
 def _run_export(app, options, config):
     from apps import trainer
 
-    app_dir = Path(options.models_dir) / app.name
+    if options.format == "tflite":
+        _run_export_tflite(app, options, config)
+        return
+    app_dir = Path(options.models_dir) / app.release_name(config)
     version = options.version or trainer.next_version(app_dir)
     model = trainer.load_checkpoint(options.checkpoint)
     directory = trainer.export_saved_model(app, model, config, app_dir / str(version))
@@ -184,7 +224,7 @@ def _run_export(app, options, config):
 def _print_serving(app, app_dir, port):
     from apps.trainer import serving_commands
 
-    commands = serving_commands(app.name, app_dir, port)
+    commands = serving_commands(Path(app_dir).name, app_dir, port)  # the release name is the served model's
     specs = app.serving_signature(app.Config())
     body = ", ".join(f'"{name}": <{spec.dtype.name} array {tuple(spec.shape)}>' for name, spec in specs.items())
     print("serve with TF Serving:")
@@ -197,7 +237,7 @@ def _print_serving(app, app_dir, port):
 def _run_serve(app, options, config):
     from apps.trainer import next_version
 
-    app_dir = Path(options.models_dir) / app.name
+    app_dir = Path(options.models_dir) / app.release_name(app.Config())
     if next_version(app_dir) == 1:
         raise UsageError(
             f"no exported versions under {app_dir}/; run `tfsuite export {app.name} --checkpoint <model.keras>` first"
