@@ -1,17 +1,16 @@
 """Where each app's examples come from: our offline corpora or a real TFDS dataset, by name.
 
-Every app reads examples with the same *common fields*, whatever the dataset:
+Every app reads examples with the same *common fields*, whatever the dataset
+(default dataset: our offline corpus, :mod:`pipelines.corpora`):
 
-===========  ==============================================================  ==========================
-app          common fields                                                   default (offline) dataset
-===========  ==============================================================  ==========================
-translation  ``source`` str, ``target`` str                                  ``tfsuite_translation/en_de``
-summarization ``document`` str, ``summary`` str                              ``tfsuite_summarization``
-qa           ``context``, ``question``, ``answer_text`` str, ``answer_start`` int32  ``tfsuite_qa``
-code         ``prompt`` str, ``code`` str                                    ``tfsuite_code``
-captioning   ``image`` uint8 ``(H, W, 3)``, ``caption`` str                  ``tfsuite_captions``
-speech       ``audio`` float32 ``(samples,)`` in [-1, 1] at 16 kHz, ``transcript`` str  ``tfsuite_speech``
-===========  ==============================================================  ==========================
+* translation: ``source``, ``target`` (str); default ``tfsuite_translation/en_de``
+* summarization: ``document``, ``summary`` (str); default ``tfsuite_summarization``
+* qa: ``context``, ``question``, ``answer_text`` (str), ``answer_start``
+  (int32 character offset); default ``tfsuite_qa``
+* code: ``prompt``, ``code`` (str); default ``tfsuite_code``
+* captioning: ``image`` (uint8 ``(H, W, 3)``), ``caption`` (str); default ``tfsuite_captions``
+* speech: ``audio`` (float32 ``(samples,)`` in ``[-1, 1]`` at 16 kHz),
+  ``transcript`` (str); default ``tfsuite_speech``
 
 One typed dataclass per app (:class:`TranslationSource` ...) says which
 dataset to read, which raw feature feeds each common field (``"answers/text"``
@@ -122,11 +121,12 @@ class _Source:
         return {name: getattr(self, name) for name in self.fields}
 
     def convert(self, ds, features):
-        """Map a raw TFDS dataset to the common fields (``features``: the dataset's ``FeaturesDict``)."""
-        return ds.map(lambda ex: self.to_common(ex, features), num_parallel_calls=tf.data.AUTOTUNE)
+        """Map a raw TFDS dataset to the common fields (``features``: the dataset's ``FeaturesDict``).
 
-    def to_common(self, example, features):  # pragma: no cover - every subclass defines it
-        raise NotImplementedError
+        Per-example sources define ``to_common(example, features)``; the image
+        and audio sources override ``convert`` itself.
+        """
+        return ds.map(lambda ex: self.to_common(ex, features), num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def _get(example, path):

@@ -250,6 +250,8 @@ def test_make_audio_dataset_rejects_missing_keys():
         audio.make_audio_dataset(tf.data.Dataset.from_tensor_slices(np.zeros((2, 10), np.float32)))
     with pytest.raises(ValueError, match=r"keep keys \['text'\] are not in the dataset"):
         audio.make_audio_dataset(as_dataset(utterances()), keep=("text",))
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
+        audio.make_audio_dataset(as_dataset(utterances()), batch_size=0)
 
 
 def test_exported_graph_takes_wav_bytes(tmp_path):

@@ -58,6 +58,8 @@ def test_decode_image_converts_grey_and_rgba_and_passes_uint8_through():
         images.decode_image(tf.zeros((4, 4, 3)))
     with pytest.raises(ValueError, match=r"rank 3 \(height, width, channels\), got shape \(4, 4\)"):
         images.decode_image(tf.zeros((4, 4), tf.uint8))
+    with pytest.raises(ValueError, match="cannot convert 2 channels to 3"):
+        images.decode_image(tf.zeros((4, 4, 2), tf.uint8))
 
 
 @pytest.mark.parametrize("size", [(10, 15), (8, 20), (40, 45)])

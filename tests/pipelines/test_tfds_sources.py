@@ -1,5 +1,9 @@
+import dataclasses
+import io
+
 import numpy as np
 import pytest
+import scipy.io.wavfile
 import scipy.signal
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -10,9 +14,7 @@ from pipelines.tfds_sources import (
     CaptioningSource,
     CodeSource,
     DatasetNotPreparedError,
-    QASource,
     SpeechSource,
-    TranslationSource,
     get_source,
     load_examples,
     resolve_split,
@@ -78,6 +80,8 @@ def test_bad_app_dataset_and_fields_are_explained():
         get_source("qa", "squad", fields={"answer": "answers/text"})
     with pytest.raises(ValueError, match="app 'qa' takes a QASource, got a CodeSource"):
         get_source("qa", CodeSource())
+    with pytest.raises(TypeError, match="dataset must be a name, a QASource or None, got int"):
+        get_source("qa", 42)
     with pytest.raises(ValueError, match=r"unknown dataset 'no_such_dataset': TFDS has no builder of that name"):
         load_examples("code", "no_such_dataset", fields={"prompt": "a", "code": "b"})
     with pytest.raises(ValueError, match=r"dataset 'cnn_dailymail' has no feature 'body' \(for code\); its features are \['article', 'highlights', 'id', 'publisher'\]"):
@@ -177,7 +181,12 @@ class TinyCodeProblems(tfds.core.GeneratorBasedBuilder):
         return tfds.core.DatasetInfo(
             builder=self,
             features=tfds.features.FeaturesDict(
-                {"task": {"description": tfds.features.Text()}, "solution": tfds.features.Text(), "wav": tfds.features.Tensor(shape=(), dtype=np.object_)}
+                {
+                    "task": {"description": tfds.features.Text()},
+                    "solution": tfds.features.Text(),
+                    "wav": tfds.features.Tensor(shape=(), dtype=np.object_),
+                    "pcm": tfds.features.Tensor(shape=(None,), dtype=np.int16),  # samples without a sample rate
+                }
             ),
         )
 
@@ -186,14 +195,15 @@ class TinyCodeProblems(tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self):
         for i in range(3):
-            import io
-
-            import scipy.io.wavfile
-
             buffer = io.BytesIO()
             tone = (8000 * np.sin(2 * np.pi * 300 * np.arange(800 * (i + 1)) / 8000)).astype(np.int16)
             scipy.io.wavfile.write(buffer, 8000, tone)
-            yield i, {"task": {"description": f"Return {i} squared."}, "solution": f"def f():\n    return {i} ** 2", "wav": buffer.getvalue()}
+            yield i, {
+                "task": {"description": f"Return {i} squared."},
+                "solution": f"def f():\n    return {i} ** 2",
+                "wav": buffer.getvalue(),
+                "pcm": tone,
+            }
 
 
 def test_custom_dataset_by_name_and_fields(tmp_path):
@@ -205,6 +215,14 @@ def test_custom_dataset_by_name_and_fields(tmp_path):
     speech_ds = load_examples("speech", SpeechSource(dataset="tiny_code_problems", audio="wav", transcript="task/description"), data_dir=tmp_path)
     lengths = [len(ex["audio"]) for ex in tfds.as_numpy(speech_ds)]
     assert lengths == [1600, 3200, 4800]
+    # Bare int16 samples need their rate from the source.
+    pcm = SpeechSource(dataset="tiny_code_problems", audio="pcm", transcript="task/description")
+    with pytest.raises(ValueError, match=r"feature 'pcm' has no sample_rate; pass SpeechSource\(sample_rate=...\)"):
+        load_examples("speech", pcm, data_dir=tmp_path)
+    from_pcm = list(tfds.as_numpy(load_examples("speech", dataclasses.replace(pcm, sample_rate=8000), data_dir=tmp_path)))
+    wav = list(tfds.as_numpy(speech_ds))
+    for a, b in zip(from_pcm, wav):
+        np.testing.assert_allclose(a["audio"], b["audio"], atol=1e-6)
 
 
 # --------------------------------------------------------------------------- our offline corpora, small slices
