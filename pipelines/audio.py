@@ -68,6 +68,7 @@ _OTHER_FORMATS = (
     (b"OggS", "Ogg (Vorbis/Opus)"),
     (b"\x1aE\xdf\xa3", "WebM/Matroska"),
 )
+_RESAMPLE_BLOCK = 16384
 _WAV_FORMAT_NAMES = {3: "32-bit float", 6: "A-law", 7: "mu-law", 0xFFFE: "extensible"}
 
 
@@ -162,9 +163,10 @@ def resample(waveform, rate_in, rate_out=SAMPLE_RATE, half_width=10, beta=5.0):
     gain. Outside the signal, samples are zero. The output has
     ``ceil(samples * up / down)`` samples.
 
-    Each output sample gathers the ``2 L / up + 1`` input samples its filter
-    covers, so memory is about ``output samples x taps`` floats (61 taps for
-    48 kHz -> 16 kHz).
+    The filter weights depend only on the output's phase ``n mod up``, so they
+    are one ``(up, taps)`` table (``taps = 2 L / up + 1``, e.g. 61 for 48 kHz
+    -> 16 kHz); outputs are computed in blocks of 16,384 samples, each a
+    gather of ``taps`` input samples per output, so memory stays bounded for long files.
 
     Args:
         waveform: float tensor ``(samples,)``.
@@ -201,17 +203,30 @@ def resample(waveform, rate_in, rate_out=SAMPLE_RATE, half_width=10, beta=5.0):
             return window * cutoff * sinc  # the common 1 / I0(beta) cancels in the normalisation
 
         gain = tf.reduce_sum(kernel(tf.range(-half_len, half_len + 1)))
+        taps = 2 * half_len // up + 1
+        # Output n = q * up + j starts at input k = q * down + first[j] and its filter
+        # offsets depend only on the phase j, so the weights are one (up, taps) table.
+        phase = tf.range(up)[:, None]
+        first = -((half_len - phase * down) // up)  # ceil((j * down - half_len) / up)
+        d = phase * down - (first + tf.range(taps)[None, :]) * up
+        table = tf.cast(tf.where(tf.abs(d) <= half_len, kernel(d) * tf.cast(up, tf.float64) / gain, 0.0), tf.float32)
+        first = first[:, 0]
         n_in = tf.shape(waveform, out_type=tf.int64)[0]
         n_out = (n_in * up + down - 1) // down
-        n = tf.range(n_out)[:, None]
-        taps = 2 * half_len // up + 1
-        first = -((half_len - n * down) // up)  # ceil((n * down - half_len) / up)
-        k = first + tf.range(taps)[None, :]
-        d = n * down - k * up
-        valid = (tf.abs(d) <= half_len) & (k >= 0) & (k < n_in)
-        weights = tf.where(valid, kernel(d) * tf.cast(up, tf.float64) / gain, 0.0)
-        samples = tf.gather(waveform, tf.clip_by_value(k, 0, tf.maximum(n_in - 1, 0)))
-        return tf.reduce_sum(samples * tf.cast(weights, tf.float32), axis=1)
+        # Zero padding stands for the samples outside the signal; blocks of outputs bound the memory.
+        pad = half_len // up + 1
+        padded = tf.pad(waveform, [[pad, pad + taps]])
+        block = tf.constant(_RESAMPLE_BLOCK, tf.int64)
+
+        def outputs(start):
+            n = start + tf.range(block)
+            q, j = n // up, n % up
+            k = tf.clip_by_value(q * down + tf.gather(first, j) + pad, 0, n_in + 2 * pad)
+            samples = tf.gather(padded, k[:, None] + tf.range(taps)[None, :])
+            return tf.reduce_sum(samples * tf.gather(table, j), axis=1)
+
+        blocks = tf.map_fn(outputs, tf.range(0, n_out, block), fn_output_signature=tf.TensorSpec([None], tf.float32))
+        return tf.reshape(blocks, [-1])[:n_out]
 
     return tf.cond(tf.equal(up, down), lambda: tf.identity(waveform), polyphase)
 

@@ -38,7 +38,7 @@ def test_decode_wav_mixes_channels_down_to_mono():
 
 @pytest.mark.parametrize("rate_in", [22050, 48000, 8000, 44100])
 def test_resample_matches_scipy_resample_poly_on_a_sine(rate_in):
-    x = sine(rate_in)
+    x = sine(rate_in, seconds=1.5)  # 24,000 outputs: more than one block of the resampler
     reference = scipy.signal.resample_poly(x.astype(np.float64), 16000, rate_in)
     eager = audio.resample(x, rate_in, 16000).numpy()
     # In a graph with the input rate as a tensor, as when it comes from a WAV header.
