@@ -45,6 +45,10 @@ __all__ = ["TranslationApp", "TranslationConfig", "MAX_INPUT_CHARACTERS"]
 class TranslationConfig(TrainConfig):
     """Hyperparameters of the translation app (defaults: the released en-de model)."""
 
+    epochs: int = option(6, "number of training epochs (of train_steps_per_epoch batches each)")
+    patience: int = option(0, "early stopping: epochs without val_loss improvement (0 disables: the cosine schedule sets the length)")
+    verbose: int = option(2, "Keras fit verbosity: 1 progress bar, 2 one line per epoch, 0 silent")
+
     language_pair: str = option("en_de", f"our offline corpus: {', '.join(data_lib.LANGUAGE_PAIRS)}")
     dataset: str = option(
         "", "TFDS dataset name, e.g. tfsuite_translation/en_ja or wmt14_translate/de-en (default: --language-pair's)"
@@ -52,9 +56,15 @@ class TranslationConfig(TrainConfig):
     vocab_size: int = option(8000, "WordPiece vocabulary size per language (learned from the training split)")
     lower_case: bool = option(False, "lower-case and strip accents before WordPiece (hurts cased BLEU)")
     tokenizer_dir: str = option("", "folder with source/ and target/ tokenizers (default: the run folder's)")
-    max_source_length: int = option(64, "source tokens incl. [START]/[END]; longer training pairs are left out")
-    max_target_length: int = option(64, "target tokens incl. [START]; longer training pairs are left out")
-    batch_tokens: int = option(6144, "padded tokens per training batch (batch_size caps the examples)")
+    max_source_length: int = option(96, "source tokens incl. [START]/[END]; longer training pairs are left out")
+    max_target_length: int = option(96, "target tokens incl. [START]; longer training pairs are left out")
+    batch_tokens: int = option(4096, "padded tokens per training batch (batch_size caps the examples)")
+    train_steps_per_epoch: typing.Optional[int] = option(
+        90, "cap an epoch at N batches of freshly shuffled data (checkpoints and val_loss more often); none: the whole split"
+    )
+    validation_pairs: typing.Optional[int] = option(
+        1000, "validation pairs scored for val_loss each epoch (none: all 3,478)"
+    )
     num_layers: int = option(3, "encoder layers and decoder layers (each)")
     hidden_dim: int = option(256, "d_model")
     num_heads: int = option(4, "attention heads")
@@ -65,12 +75,12 @@ class TranslationConfig(TrainConfig):
     model_max_length: int = option(128, "positions the model supports (learned position table)")
     label_smoothing: float = option(0.1, "label smoothing of the token cross-entropy")
     lr_schedule: str = option("cosine", "cosine (warmup, then cosine decay to 0 over all epochs) or inverse_sqrt")
-    warmup_steps: int = option(400, "linear warmup steps")
+    warmup_steps: int = option(100, "linear warmup steps")
     clipnorm: float = option(1.0, "gradient norm clipping (0 disables)")
     jit_compile: bool = option(False, "compile the training step with XLA (slower on this CPU: measured)")
     beam_size: int = option(4, "beam search width at evaluation (1 is greedy)")
     length_penalty: float = option(1.0, "beam search length normalisation exponent")
-    max_new_tokens: int = option(64, "most target tokens generated per sentence at evaluation")
+    max_new_tokens: int = option(96, "most target tokens generated per sentence at evaluation")
     eval_batch_size: int = option(64, "sentences per beam-search call at evaluation")
 
     def __post_init__(self):
@@ -93,6 +103,10 @@ class TranslationConfig(TrainConfig):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("train_steps_per_epoch", "validation_pairs"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigError(f"{name} must be a positive integer or none, got {value!r}")
         if self.hidden_dim % self.num_heads:
             raise ConfigError(f"num_heads={self.num_heads} must divide hidden_dim={self.hidden_dim}")
         if self.max_source_length < 3:
@@ -167,8 +181,11 @@ class TranslationApp(App):
 
     def _dataset(self, config, split, training=False):
         tokenizer = self.tokenizers(config).target
-        return data_lib.make_dataset(
-            self.pairs(config, split),
+        pairs = self.pairs(config, split)
+        if split == "validation" and config.validation_pairs is not None:
+            pairs = data_lib.first_pairs(pairs, config.validation_pairs)
+        ds = data_lib.make_dataset(
+            pairs,
             start_id=tokenizer.start_id,
             end_id=tokenizer.end_id,
             batch_size=config.batch_size,
@@ -179,6 +196,10 @@ class TranslationApp(App):
             seed=config.seed,
             deterministic=config.deterministic,
         )
+        if training and config.train_steps_per_epoch is not None:
+            # Every epoch reads a new shuffle of the split (reshuffle_each_iteration) up to the cap.
+            ds = ds.repeat().take(config.train_steps_per_epoch)
+        return ds
 
     def build_datasets(self, config):
         return Datasets(
@@ -188,7 +209,9 @@ class TranslationApp(App):
         )
 
     def steps_per_epoch(self, config):
-        """Training batches per epoch (exact, from the token lengths)."""
+        """Training batches per epoch (exact, from the token lengths; at most ``train_steps_per_epoch``)."""
+        if config.train_steps_per_epoch is not None:
+            return config.train_steps_per_epoch
         return data_lib.steps_per_epoch(
             self.pairs(config, "train"), config.batch_size, config.batch_tokens,
             config.max_source_length, config.max_target_length,
@@ -244,6 +267,7 @@ class TranslationApp(App):
             max_source_length=config.max_source_length,
             batch_size=config.eval_batch_size,
             length_penalty=config.length_penalty,
+            language=data_lib.target_language(config),
         )
 
     def evaluate(self, model, config):
@@ -282,6 +306,23 @@ class TranslationApp(App):
     def serving_outputs(self, model, inputs):
         config = self._serving_config or self.Config()
         return self.export_translator(model, config).serving_default(inputs["sentences"])
+
+    supports_tflite = True
+
+    def export_tflite(self, saved_model_dir, output_dir):
+        """Float and int8 TFLite translators (strings in and out) converted from a release."""
+        from apps.translation.export import write_tflite
+
+        return write_tflite(saved_model_dir, output_dir)
+
+    def evaluate_tflite(self, release_dir, kind, config):
+        """Corpus ``bleu`` and ``chrf`` of the release's ``kind`` TFLite model on the test split."""
+        from apps.translation.export import evaluate_tflite
+
+        sources, references = data_lib.load_texts(config, "test")
+        return evaluate_tflite(
+            release_dir, kind, sources, references, data_lib.target_language(config), config.eval_batch_size
+        )
 
     def write_saved_model(self, model, config, directory):
         """The release: ``serving_default``, ``translate`` (demo options), ``translate_tokens`` (TFLite), tokenizers."""

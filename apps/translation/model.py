@@ -33,6 +33,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from apps.translation.data import restore_spacing
 from layers.generation import TextGenerator
 from layers.samplers import BeamSampler
 from layers.transformer_models import Transformer
@@ -197,6 +198,8 @@ class Translator:
         length_penalty: float >= 0, beam length normalisation exponent. Default 1.0.
         source_markers: bool, ``[START] ... [END]`` around source ids (as in training). Default True.
         jit_compile: bool, compile the decode loop with XLA. Default True.
+        language: str, target language for :func:`apps.translation.data.restore_spacing`
+            (``"de"``, ``"ja"``), or None to return ``detokenize``'s text as is. Default ``"de"``.
     """
 
     def __init__(
@@ -210,8 +213,10 @@ class Translator:
         length_penalty=1.0,
         source_markers=True,
         jit_compile=True,
+        language="de",
     ):
         self.model = model
+        self.language = language
         self.source_tokenizer, self.target_tokenizer = tokenizers
         self.beam_size = check_positive_int("beam_size", beam_size)
         self.max_length = check_positive_int("max_length", max_length)
@@ -257,8 +262,11 @@ class Translator:
             start = np.full((len(padded), 1), self.target_tokenizer.start_id, np.int32)
             outputs = self.generator(start, encoder_token_ids=source, encoder_padding_mask=source != PAD_ID)
             decoded = self.target_tokenizer.detokenize(tf.constant(outputs["token_ids"][:, 1:])).numpy()
-            for index, text in zip(chosen, decoded[: len(chosen)]):
-                results[index] = text.decode("utf-8")
+            texts_out = [text.decode("utf-8") for text in decoded[: len(chosen)]]
+            if self.language is not None:
+                texts_out = restore_spacing(texts_out, self.language)
+            for index, text in zip(chosen, texts_out):
+                results[index] = text
         return results
 
 
