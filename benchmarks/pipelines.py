@@ -22,7 +22,8 @@ in for the "default model", built from our layers):
   ``--vocab-sentences`` training pairs and kept under ``<data_dir>/benchmark_small``) and :func:`pipelines.text.make_seq2seq_dataset`.
   Model: :class:`layers.transformer_models.Transformer`, d_model 256, 3 encoder
   + 3 decoder layers, 4 heads, FFN 1024, masked token cross-entropy.
-* **speech**: ``tfsuite_speech`` (when the full corpus is not built, a small
+* **speech** (no speech app yet: a stand-in model of similar size built from
+  our layers): ``tfsuite_speech`` (when the full corpus is not built, a small
   build of ``--speech-utterances`` real synthesized utterances under
   ``<data_dir>/benchmark_small``, made once) through
   :func:`pipelines.audio.make_audio_dataset`: log-mel (80 bins), SpecAugment,
@@ -62,7 +63,6 @@ from layers.convolution import Conv2D  # noqa: E402
 from layers.perceptron import Dense  # noqa: E402
 from layers.position_encoding import SinusoidalPositionEncoding  # noqa: E402
 from layers.transformer import TransformerEncoderLayer  # noqa: E402
-from layers.transformer_models import Transformer  # noqa: E402
 from pipelines import audio, tfds_sources  # noqa: E402
 from pipelines.corpora import sources as corpora_sources  # noqa: E402
 
@@ -117,9 +117,8 @@ def compare(app, dataset, step, rounds, pipeline_batches, steps, warmup_batches=
     return p / s
 
 
-def make_step(model, loss_fn, element_spec, learning_rate=1e-4):
+def make_step(model, loss_fn, element_spec, optimizer):
     """One compiled training step; the signature is the pipeline's element spec, so batch and length vary without retracing."""
-    optimizer = keras.optimizers.Adam(learning_rate)
 
     @tf.function(input_signature=[element_spec])
     def step(batch):
@@ -160,38 +159,47 @@ def wordpiece_tokenizers(examples, args, WordpieceTokenizer, learn_wordpiece_voc
 
 
 def translation(args):
+    from apps.translation.app import TranslationConfig
+    from apps.translation.model import TranslationModel
     from pipelines import text
     from pipelines.wordpiece import WordpieceTokenizer, learn_wordpiece_vocab
 
+    config = TranslationConfig()  # the app's defaults: the released en-de model
     examples = tfds_sources.load_examples("translation", split="train")
     source_tok, target_tok = wordpiece_tokenizers(examples, args, WordpieceTokenizer, learn_wordpiece_vocab)
+    batch_size = args.translation_batch or config.batch_size
     dataset = text.make_seq2seq_dataset(
-        examples.repeat(), source_tokenizer=source_tok, target_tokenizer=target_tok, batch_size=args.translation_batch,
-        max_source_length=args.max_tokens, max_target_length=args.max_tokens, shuffle=True, seed=0,
+        examples.repeat(), source_tokenizer=source_tok, target_tokenizer=target_tok, batch_size=batch_size,
+        max_source_length=config.max_source_length, max_target_length=config.max_target_length, shuffle=True, seed=0,
         shuffle_buffer=2000, buckets=(16, 32, 48),
     )  # fmt: skip
-    model = Transformer(
-        encoder_vocab_size=source_tok.vocab_size, decoder_vocab_size=target_tok.vocab_size, max_length=args.max_tokens,
-        num_encoder_layers=3, num_decoder_layers=3, hidden_dim=D_MODEL, num_heads=HEADS, intermediate_dim=FFN,
+    model = TranslationModel(
+        encoder_vocab_size=source_tok.vocab_size, decoder_vocab_size=target_tok.vocab_size,
+        max_length=config.model_max_length, num_encoder_layers=config.num_layers, num_decoder_layers=config.num_layers,
+        hidden_dim=config.hidden_dim, num_heads=config.num_heads, intermediate_dim=config.intermediate_dim,
+        dropout=config.dropout, normalize_first=config.normalize_first, position_encoding=config.position_encoding,
     )  # fmt: skip
+    loss_layer = keras.losses.CategoricalCrossentropy(
+        from_logits=True, label_smoothing=config.label_smoothing, reduction=None
+    )
 
     def loss_fn(model, batch):
-        inputs, labels = batch  # labels: y + [END], padded with the pad id
-        logits = model(
-            [inputs["encoder_token_ids"], inputs["decoder_token_ids"]],
-            encoder_padding_mask=inputs["encoder_padding_mask"],
-            decoder_padding_mask=inputs["decoder_padding_mask"],
-            training=True,
-        )
+        inputs, labels = batch  # labels: y + [END], padded with the pad id (0, which the model masks)
+        logits = model({"encoder_inputs": inputs["encoder_token_ids"], "decoder_inputs": inputs["decoder_token_ids"]}, training=True)
         mask = tf.cast(inputs["decoder_padding_mask"], tf.float32)
-        losses = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+        losses = loss_layer(tf.one_hot(labels, target_tok.vocab_size), logits)
         return tf.reduce_sum(losses * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
 
-    step = make_step(model, loss_fn, dataset.element_spec)
+    optimizer = keras.optimizers.Adam(
+        config.learning_rate, beta_1=0.9, beta_2=0.98, epsilon=1e-9, clipnorm=config.clipnorm or None
+    )
+    step = make_step(model, loss_fn, dataset.element_spec, optimizer)
     step(next(iter(dataset)))  # builds the model and traces the step once
     print(
-        f"translation: Transformer 3+3 layers, d_model {D_MODEL}, {count_params(model):,} parameters; "
-        f"batch {args.translation_batch}, up to {args.max_tokens} tokens"
+        f"translation: the app's default TranslationModel ({config.num_layers}+{config.num_layers} layers, "
+        f"d_model {config.hidden_dim}, {config.num_heads} heads, FFN {config.intermediate_dim}, "
+        f"{'pre' if config.normalize_first else 'post'}-LN), {count_params(model):,} parameters; "
+        f"batch {batch_size}, up to {config.max_source_length} tokens"
     )
     return compare("translation", dataset, step, args.rounds, args.pipeline_batches, args.steps)
 
@@ -278,7 +286,7 @@ def speech(args):
         )
         return tf.reduce_mean(loss)
 
-    step = make_step(model, loss_fn, dataset.element_spec)
+    step = make_step(model, loss_fn, dataset.element_spec, keras.optimizers.Adam(1e-4))
     step(next(iter(dataset)))  # builds the model and traces the step once
     print(
         f"speech: conv subsampling + 6-layer Transformer encoder + CTC, d_model {D_MODEL}, "
@@ -293,8 +301,7 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--pipeline-batches", type=int, default=20, help="batches per pipeline measurement")
     parser.add_argument("--steps", type=int, default=4, help="training steps per step measurement")
-    parser.add_argument("--translation-batch", type=int, default=64)
-    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--translation-batch", type=int, default=None, help="default: the app's batch_size")
     parser.add_argument("--vocab-sentences", type=int, default=3000)
     parser.add_argument("--vocab-size", type=int, default=8000)
     parser.add_argument("--speech-batch", type=int, default=16)
