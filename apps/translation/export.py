@@ -12,15 +12,22 @@ The graph uses core TensorFlow ops plus tf_text ops only, which the TF Serving
 SavedModel signatures (:data:`SIGNATURES`, pinned by the tests: they are the API):
 
 - ``serving_default``: ``sentences`` string ``(None,)`` -> ``translations``
-  string ``(None,)``, with the export's beam size and length.
+  string ``(None,)``, with the export's beam size and length. With a target
+  ``language``, the detokenized text gets the usual spacing around
+  punctuation back (``apps.translation.data.restore_spacing_graph``,
+  ``tf.strings.regex_replace``): ``"Datei öffnen ."`` becomes ``"Datei öffnen."``.
 - ``translate``: ``sentences``, ``beam_size`` int32 scalar (one of the
   export's ``beam_sizes``, default :data:`BEAM_SIZES`) and ``max_length`` int32 scalar (1 to
   ``max_new_tokens``) -> ``translations``, ``token_ids`` int32
   ``(None, max_new_tokens)`` and ``lengths`` int32 ``(None,)``. The demo's
   decoding options. ``max_length`` keeps the first word pieces of the
   beam-search result (the search itself always runs to ``max_new_tokens``).
+  Spacing restored as in ``serving_default``.
 - ``translate_tokens``: ``sentences`` -> ``translations``, ``token_ids``,
   ``lengths`` with the export's beam size: the function converted to TFLite.
+  Its ``translations`` keep WordPiece spacing (``"Datei öffnen ."``): the
+  regular expressions have no TFLite kernel, so :class:`TFLiteTranslator`
+  applies the same rules in Python (``apps.translation.data.restore_spacing``).
 
 TFLite (:func:`convert_to_tflite`, :class:`TFLiteTranslator`): the float model
 and the int8 dynamic-range model (``optimizations=[tf.lite.Optimize.DEFAULT]``,
@@ -30,7 +37,9 @@ decode with TFLite built-ins plus the tf_text ops that have TFLite kernels
 the tf_text kernels run in the ``ai_edge_litert`` interpreter when registered
 with ``tensorflow_text``'s ``SELECT_TFTEXT_OPS`` through
 ``InterpreterWithCustomOps`` (measured with tensorflow-text 2.21.1 and
-ai-edge-litert 2.3.0; see ``pipelines/wordpiece.py``).
+ai-edge-litert 2.3.0; see ``pipelines/wordpiece.py``). The one step outside
+the TFLite model is the punctuation spacing above (``translator.json``
+beside the files names the language).
 
 Example::
 
@@ -65,6 +74,7 @@ __all__ = [
     "TFLiteTranslator",
     "TFTEXT_TFLITE_OPS",
     "convert_to_tflite",
+    "evaluate_tflite",
     "read_settings",
     "custom_ops",
     "write_saved_model",
@@ -74,6 +84,7 @@ __all__ = [
 BEAM_SIZES = (1, 2, 4)
 TFLITE_SIGNATURE = "translate_tokens"
 TFLITE_FILES = {"float": "translation_float.tflite", "int8": "translation_int8.tflite"}
+TFLITE_FOLDER = "tflite"  # beside the version folders of a release: saved_models/translation_en_de/tflite/
 TFLITE_README = "README.txt"
 # Beside the SavedModel, under assets/: the export settings and both tokenizers
 # (pipelines.wordpiece format, the layout apps.translation.data.load_tokenizers reads).
@@ -123,12 +134,16 @@ class ExportTranslator(tf.Module):
         max_new_tokens: int, most target word pieces per translation
             (``[END]`` included). Default 64.
         num_beams: int, the export's beam size (1 is greedy search). Default 4.
-        beam_sizes: tuple of int, the beam sizes the ``translate`` signature
-            offers; ``num_beams`` must be one of them. Each is one more decode
-            graph to trace and store. Default :data:`BEAM_SIZES`.
+        beam_sizes: tuple of int or None, the beam sizes the ``translate``
+            signature offers; ``num_beams`` must be one of them. Each is one
+            more decode graph to trace and store. Default None:
+            :data:`BEAM_SIZES` and ``num_beams``.
         length_penalty: float >= 0, beam-search length normalisation exponent. Default 1.0.
         source_markers: bool, wrap the source ids in ``[START] ... [END]``, as
             the training pipeline does. Default True.
+        language: str or None, target language code whose spacing rules
+            (``apps.translation.data.restore_spacing``) rewrite the
+            detokenized text; None keeps WordPiece spacing. Default None.
 
     Functions (``tf.function``; see :data:`SIGNATURES`):
         ``serving_default(sentences)``, ``translate(sentences, beam_size,
@@ -153,7 +168,8 @@ class ExportTranslator(tf.Module):
         num_beams=4,
         length_penalty=1.0,
         source_markers=True,
-        beam_sizes=BEAM_SIZES,
+        beam_sizes=None,
+        language=None,
     ):
         super().__init__(name="export_translator")
         if not getattr(model, "is_encoder_decoder", False):
@@ -170,8 +186,11 @@ class ExportTranslator(tf.Module):
                 f"source_length={self.source_length} is longer than the model's {model.max_length} learned positions"
             )
         self.max_new_tokens = check_positive_int("max_new_tokens", max_new_tokens)
+        num_beams = check_positive_int("num_beams", num_beams)
+        beam_sizes = (*BEAM_SIZES, num_beams) if beam_sizes is None else beam_sizes
         self.beam_sizes = tuple(sorted({check_positive_int("beam_sizes entry", b) for b in beam_sizes}))
         self.num_beams = check_choice("num_beams", num_beams, self.beam_sizes)
+        self.language = language
         self.length_penalty = check_positive_float("length_penalty", length_penalty, allow_zero=True)
         self.source_markers = bool(source_markers)
         # One decoder per beam size; cache for [START] + max_new_tokens positions.
@@ -217,6 +236,7 @@ class ExportTranslator(tf.Module):
             "length_penalty": self.length_penalty,
             "source_markers": self.source_markers,
             "beam_sizes": list(self.beam_sizes),
+            "language": self.language,
             "start_id": self.target_tokenizer.start_id,
             "end_id": self.target_tokenizer.end_id,
             "pad_id": self.target_tokenizer.pad_id,
@@ -267,8 +287,15 @@ class ExportTranslator(tf.Module):
             "lengths": lengths,
         }
 
+    def _restore_spacing(self, texts):
+        if self.language is None:
+            return texts
+        from apps.translation.data import restore_spacing_graph
+
+        return restore_spacing_graph(texts, self.language)
+
     def _serving_default(self, sentences):
-        return {"translations": self._decode[self.num_beams](sentences)["translations"]}
+        return {"translations": self._restore_spacing(self._decode[self.num_beams](sentences)["translations"])}
 
     def _translate_tokens(self, sentences):
         return self._decode[self.num_beams](sentences)
@@ -293,7 +320,7 @@ class ExportTranslator(tf.Module):
             tf.constant(self.target_tokenizer.pad_id, tf.int32),
         )
         return {
-            "translations": self.target_tokenizer.detokenize(token_ids),
+            "translations": self._restore_spacing(self.target_tokenizer.detokenize(token_ids)),
             "token_ids": token_ids,
             "lengths": lengths,
         }
@@ -389,7 +416,9 @@ def write_tflite(saved_model_dir, output_dir):
     """Write the float and the int8 TFLite translators (:data:`TFLITE_FILES`) under ``output_dir``.
 
     Beside them: both vocabularies (``vocab_<side>.txt``, for reading the
-    ``token_ids`` output) and ``README.txt`` on how to run them.
+    ``token_ids`` output), the export settings (``translator.json``: the
+    language whose spacing rules :class:`TFLiteTranslator` applies) and
+    ``README.txt`` on how to run them.
 
     Returns:
         dict ``{"float": path, "int8": path}``.
@@ -400,19 +429,28 @@ def write_tflite(saved_model_dir, output_dir):
     for kind, quantize in (("float", False), ("int8", True)):
         paths[kind] = output_dir / TFLITE_FILES[kind]
         paths[kind].write_bytes(convert_to_tflite(saved_model_dir, quantize=quantize))
+    assets = saved_model_dir / "assets"
     for side in ("source", "target"):
-        shutil.copyfile(saved_model_dir / "assets" / TOKENIZERS_FOLDER / side / "vocab.txt", output_dir / f"vocab_{side}.txt")
-    (output_dir / TFLITE_README).write_text(_tflite_readme(paths), encoding="utf-8")
+        shutil.copyfile(assets / TOKENIZERS_FOLDER / side / "vocab.txt", output_dir / f"vocab_{side}.txt")
+    shutil.copyfile(assets / SETTINGS_FILE, output_dir / SETTINGS_FILE)
+    (output_dir / TFLITE_README).write_text(_tflite_readme(paths, read_settings(saved_model_dir)), encoding="utf-8")
     return paths
 
 
-def _tflite_readme(paths):
+def _tflite_readme(paths, settings):
     sizes = ", ".join(f"{p.name} {p.stat().st_size / 1e6:.1f} MB" for p in paths.values())
+    spacing = (
+        f"The translations keep WordPiece spacing ('Datei öffnen .'); apply the {settings['language']!r} rules of\n"
+        "apps/translation/data.py (restore_spacing) to get 'Datei öffnen.', as TFLiteTranslator does.\n"
+        if settings.get("language")
+        else ""
+    )
     return (
         "tfsuite translation for TFLite: strings in, strings out.\n\n"
         f"Files: {sizes}.\n"
         f"Signature {TFLITE_SIGNATURE!r}: sentences string (batch,) -> translations string (batch,),\n"
         "token_ids int32 (batch, max_new_tokens) (ids in vocab_target.txt), lengths int32 (batch,).\n"
+        f"{spacing}"
         "The model uses TFLite built-in ops and tf_text's TFLite kernels; register those:\n\n"
         "    from ai_edge_litert.interpreter import InterpreterWithCustomOps\n"
         "    from tensorflow_text.core.pybinds import tflite_registrar\n"
@@ -428,16 +466,27 @@ class TFLiteTranslator:
     Args:
         model: path to a ``.tflite`` file, or its bytes.
         num_threads: int or None, interpreter threads. Default None (LiteRT's default).
+        language: str or None, whose spacing rules to apply to the
+            translations (``apps.translation.data.restore_spacing``). Default:
+            the ``language`` of the ``translator.json`` beside a model file.
 
     Call: ``translator(sentences)`` with a list of ``str`` returns
-    ``{"translations": list of str, "token_ids": int32 array, "lengths": int32 array}``.
+    ``{"translations": list of str, "token_ids": int32 array, "lengths": int32 array}``;
+    the translations equal the SavedModel's ``serving_default`` ones.
     """
 
-    def __init__(self, model, num_threads=None):
+    _BESIDE = object()
+
+    def __init__(self, model, num_threads=None, language=_BESIDE):
         from ai_edge_litert.interpreter import InterpreterWithCustomOps
         from tensorflow_text.core.pybinds import tflite_registrar
 
-        source = {"model_content": model} if isinstance(model, (bytes, bytearray)) else {"model_path": str(model)}
+        in_memory = isinstance(model, (bytes, bytearray))
+        if language is self._BESIDE:
+            settings = None if in_memory else Path(model).parent / SETTINGS_FILE
+            language = json.loads(settings.read_text()).get("language") if settings and settings.is_file() else None
+        self.language = language
+        source = {"model_content": model} if in_memory else {"model_path": str(model)}
         self.interpreter = InterpreterWithCustomOps(
             custom_op_registerers=tflite_registrar.SELECT_TFTEXT_OPS, num_threads=num_threads, **source
         )
@@ -450,8 +499,43 @@ class TFLiteTranslator:
         if batch.ndim != 1 or batch.size == 0:
             raise ValueError(f"TFLiteTranslator expects a non-empty list of sentences, got shape {batch.shape}")
         outputs = self.runner(sentences=batch)
+        translations = [t.decode("utf-8") for t in outputs["translations"]]
+        if self.language is not None:
+            from apps.translation.data import restore_spacing
+
+            translations = restore_spacing(translations, self.language)
         return {
-            "translations": [t.decode("utf-8") for t in outputs["translations"]],
+            "translations": translations,
             "token_ids": np.asarray(outputs["token_ids"]),
             "lengths": np.asarray(outputs["lengths"]),
         }
+
+
+def evaluate_tflite(release_dir, kind, sources, references, language, batch_size=64):
+    """Corpus BLEU and chrF of ``release_dir/tflite``'s ``kind`` (``"float"``/``"int8"``) model on the given pairs.
+
+    Prints the number of sentences and the speed; returns
+    ``{"bleu": ..., "chrf": ...}`` (``apps.translation.metrics.corpus_scores``).
+    """
+    import time
+
+    from apps.translation import metrics
+
+    check_choice("TFLite model", kind, tuple(TFLITE_FILES))
+    path = Path(release_dir) / TFLITE_FOLDER / TFLITE_FILES[kind]
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found; convert the release first: `tfsuite export translation --format tflite`"
+        )
+    translator = TFLiteTranslator(path)
+    start = time.perf_counter()
+    hypotheses = []
+    for begin in range(0, len(sources), batch_size):
+        hypotheses.extend(translator(sources[begin : begin + batch_size])["translations"])
+    seconds = time.perf_counter() - start
+    print(
+        f"TFLite {kind} ({path.name}, {path.stat().st_size / 1e6:.1f} MB): {len(sources)} test sentences in "
+        f"{seconds:.1f} s ({len(sources) / seconds:.1f} sentences/s)",
+        flush=True,
+    )
+    return metrics.corpus_scores(hypotheses, references, language)

@@ -1,14 +1,16 @@
 """Translation export: the SavedModel for TF Serving and the TFLite float / int8 models.
 
-A tiny random-weight Transformer with WordPiece vocabularies learned from a
-few real ``tfsuite_translation``-style sentences goes through the export once
-per module; every test reads those files. The references are independent of
-the exported graph: Python-side tokenization and NumPy source formatting fed
-to ``layers.generation.TextGenerator`` (the Keras decode loop).
+A tiny ``TranslationModel`` taught eight ``tfsuite_translation``-style pairs
+by heart (word-level WordPiece vocabularies built from them) goes through the
+export once per module; every test reads those files. The references are
+independent of the exported graph: the German the model was taught, and
+Python-side tokenization with NumPy source formatting fed to
+``layers.generation.TextGenerator`` (the Keras decode loop).
 """
 
 import json
 import os
+import string
 import subprocess
 import sys
 import textwrap
@@ -17,23 +19,28 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_text as tf_text
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
 
+from apps import cli
 from apps.cli import DEFAULT_MODELS_DIR
 from apps.translation.export import (
+    TFLITE_FILES,
     ExportTranslator,
     TFLiteTranslator,
     TFTEXT_TFLITE_OPS,
     custom_ops,
+    evaluate_tflite,
     read_settings,
     write_saved_model,
-    write_tflite,
 )
 from layers.generation import TextGenerator
 from layers.generation_export import flex_ops
 from layers.samplers import BeamSampler
-from layers.transformer_models import Transformer, TransformerCausalLM
-from pipelines.wordpiece import WordpieceTokenizer, learn_wordpiece_vocab
+from apps.translation.data import restore_spacing
+from apps.translation.model import TranslationModel
+from layers.transformer_models import TransformerCausalLM
+from pipelines.wordpiece import RESERVED_TOKENS, WordpieceTokenizer
 
 ENGLISH = [
     "Open the file.",
@@ -55,44 +62,73 @@ GERMAN = [
     "Verbindung zum Server fehlgeschlagen",
     "Text ausschneiden, kopieren und einfügen",
 ]
-# Sentences to translate: known words, unknown characters, a sentence longer
-# than source_length (cut), and the empty string (only [START] [END]).
+# Sentences to translate: four taught ones, known words in a new order,
+# unknown characters, a sentence longer than source_length (cut), and the
+# empty string (only [START] [END]).
+TAUGHT = 4
 SENTENCES = [
-    "Open the file.",
+    *ENGLISH[:TAUGHT],
     "Delete the hidden folders?",
     "Größe ändern ☃ now",
     " ".join(["save the document"] * 8),
     "",
-    "Paste text",
 ]
 SOURCE_LENGTH = 12
 MAX_NEW_TOKENS = 8
 NUM_BEAMS = 2
+ENCODER_ROWS = 32768
+
+
+def _vocabulary(texts, lower_case):
+    """Reserved tokens, every word of ``texts`` (as the tokenizer normalizes them), and single characters."""
+    normalizer = tf_text.FastBertNormalizer(lower_case_nfd_strip_accents=lower_case)
+    words = set()
+    for text in normalizer.normalize(tf.constant(texts)).numpy():
+        text = text.decode("utf-8")
+        for mark in string.punctuation:
+            text = text.replace(mark, f" {mark} ")
+        words.update(text.split())
+    chars = sorted({c for word in words for c in word})
+    return [*RESERVED_TOKENS, *sorted(words - set(chars)), *chars, *(f"##{c}" for c in chars)]
 
 
 @pytest.fixture(scope="module")
 def tokenizers():
-    source = WordpieceTokenizer(learn_wordpiece_vocab(ENGLISH, vocab_size=120))
-    target = WordpieceTokenizer(learn_wordpiece_vocab(GERMAN, vocab_size=120, lower_case=False), lower_case=False)
+    source = WordpieceTokenizer(_vocabulary(ENGLISH, lower_case=True))
+    target = WordpieceTokenizer(_vocabulary(GERMAN, lower_case=False), lower_case=False)
     return source, target
 
 
 @pytest.fixture(scope="module")
 def model(tokenizers):
+    """A tiny Transformer taught the eight pairs by heart: source-dependent output with clear margins.
+
+    Its source embedding table has ENCODER_ROWS rows (the tokenizer uses the
+    first hundred): weights that cost nothing to run but, as in a real model,
+    outweigh the tokenizers' fixed-size tables (about 1 MB), so the int8 file
+    size means something.
+    """
     source, target = tokenizers
     keras.utils.set_random_seed(7)
-    # Few, cheap layers but a wide FFN: the weights (4.3M parameters) outweigh
-    # the tokenizers' fixed-size tables (about 1 MB), as in a real model, so the
-    # int8 file size means something.
-    model = Transformer(
-        source.vocab_size, target.vocab_size, 32, num_encoder_layers=1, num_decoder_layers=1,
-        hidden_dim=64, num_heads=2, intermediate_dim=16384,
+    model = TranslationModel(
+        ENCODER_ROWS, target.vocab_size, 32, num_encoder_layers=1, num_decoder_layers=1, hidden_dim=64,
+        num_heads=2, intermediate_dim=256, normalize_first=True,
     )
-    model.build()
-    # Random weights give nearly flat logits where any rounding flips the
-    # argmax; a larger embedding scale makes the decisions as clear as a
-    # trained model's, so float and int8 can be compared.
-    model.decoder_embeddings.assign(model.decoder_embeddings * 8.0)
+    encoder_inputs = _source_ids(source, ENGLISH, SOURCE_LENGTH)
+    decoder_inputs = np.zeros((len(GERMAN), MAX_NEW_TOKENS), "int32")
+    labels = np.zeros_like(decoder_inputs)
+    for row, ids in enumerate(target.tokenize(tf.constant(GERMAN)).to_list()):
+        decoder_inputs[row, : len(ids) + 1] = [target.start_id, *ids]
+        labels[row, : len(ids) + 1] = [*ids, target.end_id]
+    model.compile(
+        keras.optimizers.Adam(3e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=target.pad_id),
+    )
+    steps = 100
+    model.fit(
+        {"encoder_inputs": np.tile(encoder_inputs, (steps, 1)), "decoder_inputs": np.tile(decoder_inputs, (steps, 1))},
+        np.tile(labels, (steps, 1)), batch_size=len(ENGLISH), epochs=1, shuffle=False, verbose=0,
+    )
     return model
 
 
@@ -101,13 +137,18 @@ def translator(model, tokenizers):
     source, target = tokenizers
     return ExportTranslator(
         model, source, target, source_length=SOURCE_LENGTH, max_new_tokens=MAX_NEW_TOKENS,
-        num_beams=NUM_BEAMS, beam_sizes=(1, NUM_BEAMS),
+        num_beams=NUM_BEAMS, beam_sizes=(1, NUM_BEAMS), language="de",
     )
 
 
 @pytest.fixture(scope="module")
-def export_dir(translator, tmp_path_factory):
-    return write_saved_model(translator, tmp_path_factory.mktemp("translation") / "1")
+def models_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("saved_models")
+
+
+@pytest.fixture(scope="module")
+def export_dir(translator, models_dir):
+    return write_saved_model(translator, models_dir / "translation_en_de" / "1")
 
 
 @pytest.fixture(scope="module")
@@ -122,8 +163,10 @@ def keras_tokens(model, tokenizers):
 
 
 @pytest.fixture(scope="module")
-def tflite_paths(export_dir, tmp_path_factory):
-    return write_tflite(export_dir, tmp_path_factory.mktemp("tflite"))
+def tflite_paths(export_dir, models_dir):
+    """``tfsuite export translation --format tflite``: both models beside the release's versions."""
+    assert cli.main(["export", "translation", "--format", "tflite", "--models-dir", str(models_dir)]) == 0
+    return {kind: export_dir.parent / "tflite" / name for kind, name in TFLITE_FILES.items()}
 
 
 def _source_ids(tokenizer, sentences, length):
@@ -158,7 +201,7 @@ def test_source_formatting_matches_the_reference(translator, tokenizers):
     expected = _source_ids(tokenizers[0], SENTENCES, SOURCE_LENGTH)
     np.testing.assert_array_equal(ids.numpy(), expected)
     np.testing.assert_array_equal(lengths.numpy(), (expected != 0).sum(axis=1))
-    assert lengths.numpy()[3] == SOURCE_LENGTH and lengths.numpy()[4] == 2  # cut; empty is [START] [END]
+    assert lengths.numpy()[-2] == SOURCE_LENGTH and lengths.numpy()[-1] == 2  # cut; empty is [START] [END]
 
 
 def test_in_graph_translation_equals_the_keras_beam_search(translator, keras_tokens, tokenizers):
@@ -167,8 +210,14 @@ def test_in_graph_translation_equals_the_keras_beam_search(translator, keras_tok
     np.testing.assert_array_equal(out["token_ids"].numpy(), expected)
     np.testing.assert_array_equal(out["lengths"].numpy(), (expected != 0).sum(axis=1))
     assert _strings(out["translations"]) == _strings(tokenizers[1].detokenize(expected))
-    served = translator.serving_default(tf.constant(SENTENCES))
-    assert _strings(served["translations"]) == _strings(out["translations"])
+    # The taught sentences come out as the German the model learned (normalized by the round trip).
+    taught = _strings(tokenizers[1].detokenize(tokenizers[1].tokenize(tf.constant(GERMAN[:TAUGHT]))))
+    assert _strings(out["translations"])[:TAUGHT] == taught
+    assert taught[0] == "Datei öffnen ."
+    # serving_default: the same translations with the usual spacing around punctuation.
+    served = _strings(translator.serving_default(tf.constant(SENTENCES))["translations"])
+    assert served == restore_spacing(_strings(out["translations"]), "de")
+    assert served[:TAUGHT] == GERMAN[:TAUGHT]
 
 
 def test_saved_model_signatures_are_pinned(export_dir, loaded, tokenizers):
@@ -190,6 +239,7 @@ def test_saved_model_signatures_are_pinned(export_dir, loaded, tokenizers):
     settings = read_settings(export_dir)
     assert settings["num_beams"] == NUM_BEAMS and settings["max_new_tokens"] == MAX_NEW_TOKENS
     assert settings["source_length"] == SOURCE_LENGTH and settings["beam_sizes"] == [1, NUM_BEAMS]
+    assert settings["language"] == "de"
     restored = WordpieceTokenizer.load(export_dir / "assets" / "tokenizers" / "target")
     assert restored.vocab == tokenizers[1].vocab and restored.lower_case is False
 
@@ -228,7 +278,7 @@ def test_translate_signature_decoding_options(loaded, keras_tokens, tokenizers):
     np.testing.assert_array_equal(short["token_ids"].numpy()[:, :3], beam[:, :3])
     assert not short["token_ids"].numpy()[:, 3:].any()
     np.testing.assert_array_equal(short["lengths"].numpy(), np.minimum((beam != 0).sum(axis=1), 3))
-    assert _strings(short["translations"]) == _strings(tokenizers[1].detokenize(beam[:, :3]))
+    assert _strings(short["translations"]) == restore_spacing(_strings(tokenizers[1].detokenize(beam[:, :3])), "de")
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"beam_size must be one of \[1, 2\]"):
         translate(sentences=sentences, beam_size=tf.constant(3), max_length=tf.constant(4))
     with pytest.raises(tf.errors.InvalidArgumentError, match=f"max_length must be at most {MAX_NEW_TOKENS}"):
@@ -237,7 +287,7 @@ def test_translate_signature_decoding_options(loaded, keras_tokens, tokenizers):
 
 def test_tflite_float_and_int8_run_the_whole_decode_in_litert(tflite_paths, translator, keras_tokens):
     keras_tokens = keras_tokens[NUM_BEAMS]
-    in_graph = _strings(translator.translate_tokens(tf.constant(SENTENCES))["translations"])
+    served = _strings(translator.serving_default(tf.constant(SENTENCES))["translations"])
     results = {}
     for kind, path in tflite_paths.items():
         tflite_model = path.read_bytes()
@@ -246,10 +296,12 @@ def test_tflite_float_and_int8_run_the_whole_decode_in_litert(tflite_paths, tran
         results[kind] = TFLiteTranslator(path)(SENTENCES)
     # Float: the same tokens and strings as Keras.
     np.testing.assert_array_equal(results["float"]["token_ids"], keras_tokens)
-    assert results["float"]["translations"] == in_graph
-    # Int8 weights change the logits a little: most sentences decode the same.
+    assert results["float"]["translations"] == served  # spacing restored by TFLiteTranslator (translator.json)
+    # Int8 weights change the logits a little: most sentences decode the same,
+    # and every taught one still comes out as its German.
     same = (results["int8"]["token_ids"] == keras_tokens).all(axis=1)
     assert same.sum() >= len(SENTENCES) - 2, (same, results["int8"]["token_ids"], keras_tokens)
+    assert results["int8"]["translations"][:TAUGHT] == GERMAN[:TAUGHT]
     # One sentence at a time gives the batch's answer (the batch dimension is dynamic).
     single = TFLiteTranslator(tflite_paths["float"])(SENTENCES[:1])
     np.testing.assert_array_equal(single["token_ids"], keras_tokens[:1])
@@ -262,7 +314,29 @@ def test_int8_file_is_at_most_35_percent_of_float(tflite_paths):
     assert (folder / "vocab_target.txt").read_text(encoding="utf-8").split("\n")[:4] == [
         "[PAD]", "[UNK]", "[START]", "[END]",
     ]
-    assert "InterpreterWithCustomOps" in (folder / "README.txt").read_text()
+    readme = (folder / "README.txt").read_text(encoding="utf-8")
+    assert "InterpreterWithCustomOps" in readme and "'de' rules" in readme
+    assert read_settings(folder.parent / "1") == json.loads((folder / "translator.json").read_text())
+
+
+def test_evaluate_tflite_scores_the_models_translations(tflite_paths, export_dir, capsys):
+    float_translations = TFLiteTranslator(tflite_paths["float"])(SENTENCES)["translations"]
+    scores = evaluate_tflite(export_dir.parent, "float", SENTENCES, float_translations, "de", batch_size=4)
+    assert scores == {"bleu": pytest.approx(100.0), "chrf": pytest.approx(100.0)}
+    assert f"TFLite float (translation_float.tflite" in capsys.readouterr().out
+    int8 = evaluate_tflite(export_dir.parent, "int8", SENTENCES, float_translations, "de")
+    assert int8["bleu"] > 50 and int8["chrf"] > 50  # mostly the same translations
+    with pytest.raises(FileNotFoundError, match="tfsuite export translation --format tflite"):
+        evaluate_tflite(export_dir, "int8", SENTENCES, float_translations, "de")
+    with pytest.raises(ValueError, match="TFLite model must be one of"):
+        evaluate_tflite(export_dir.parent, "int4", SENTENCES, float_translations, "de")
+
+
+def test_cli_tflite_export_without_a_release_says_what_to_do(tmp_path, capsys):
+    assert cli.main(["export", "translation", "--format", "tflite", "--models-dir", str(tmp_path)]) == 1
+    assert "export one first: `tfsuite export translation --checkpoint" in capsys.readouterr().err
+    assert cli.main(["export", "fashion_mnist", "--format", "tflite"]) == 2
+    assert "app fashion_mnist has no TFLite export" in capsys.readouterr().err
 
 
 def test_bad_arguments_raise_clear_errors(model, tokenizers, translator, export_dir, tflite_paths):
@@ -270,8 +344,9 @@ def test_bad_arguments_raise_clear_errors(model, tokenizers, translator, export_
     lm = TransformerCausalLM(10, 8, hidden_dim=8, num_heads=2)
     with pytest.raises(ValueError, match="needs an encoder-decoder Transformer, got TransformerCausalLM"):
         ExportTranslator(lm, source, target)
-    with pytest.raises(ValueError, match=r"num_beams must be one of \[1, 2, 4\], got 3"):
-        ExportTranslator(model, source, target, num_beams=3)
+    assert ExportTranslator(model, source, target, num_beams=3).beam_sizes == (1, 2, 3, 4)
+    with pytest.raises(ValueError, match=r"num_beams must be one of \[1, 2\], got 3"):
+        ExportTranslator(model, source, target, num_beams=3, beam_sizes=(1, 2))
     with pytest.raises(FileExistsError, match="already exists"):
         write_saved_model(translator, export_dir)
     with pytest.raises(ValueError, match="got a single string; wrap it in a list"):
