@@ -301,6 +301,7 @@ class TranslationApp(App):
             model, source, target, source_length=config.max_source_length,
             max_new_tokens=config.max_new_tokens, num_beams=config.beam_size, length_penalty=config.length_penalty,
             beam_sizes=sorted({*BEAM_SIZES, config.beam_size}),
+            language=data_lib.target_language(config),  # the same spacing rules as translate()
         )
 
     def serving_outputs(self, model, inputs):
