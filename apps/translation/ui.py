@@ -69,12 +69,14 @@ def release_name(language_pair):
 def ui_inputs(releases=None):
     """Text, language pair, beam size and maximum length components.
 
-    With ``releases`` (:class:`TranslationReleases`), the beam sizes and the
-    length range are the released models' (the first release's defaults).
+    The beam sizes and the length range are the released models' (the first
+    release's defaults): ``releases``, else the :class:`TranslationReleases`
+    loaded last (the shared UI loads the tab's model just before its components).
     """
     import gradio as gr
 
     beam_sizes, beam, longest = list(BEAM_SIZES), DEFAULT_BEAM_SIZE, DEFAULT_MAX_LENGTH
+    releases = releases or TranslationReleases.loaded_last
     if releases is not None:
         settings = next(iter(releases.settings.values()))
         beam_sizes, beam, longest = settings["beam_sizes"], settings["num_beams"], settings["max_new_tokens"]
@@ -116,6 +118,7 @@ def ui_examples(cache_dir=None, count=4, releases=None):
     except Exception:  # noqa: BLE001 - a demo without the built corpus still shows examples
         pass
     beam, longest = DEFAULT_BEAM_SIZE, DEFAULT_MAX_LENGTH
+    releases = releases or TranslationReleases.loaded_last
     if releases is not None:
         settings = next(iter(releases.settings.values()))
         beam, longest = settings["num_beams"], settings["max_new_tokens"]
@@ -170,6 +173,8 @@ class TranslationReleases:
         FileNotFoundError: no language pair has a release (says how to make one).
     """
 
+    loaded_last = None  # the tab's components follow the release loaded for it
+
     def __init__(self, models_dir):
         from apps.ui import ReleasedModel, latest_version_dir
         from pipelines.wordpiece import WordpieceTokenizer
@@ -191,6 +196,7 @@ class TranslationReleases:
                 f"one: `tfsuite train translation` then "
                 f"`tfsuite export translation --checkpoint runs/translation/en_de/model.keras`"
             )
+        TranslationReleases.loaded_last = self
 
     @property
     def note(self):

@@ -66,7 +66,7 @@ def models_dir(tokenizers, tmp_path_factory):
     model.build()
     translator = ExportTranslator(
         model, source, target, source_length=SOURCE_LENGTH, max_new_tokens=MAX_NEW_TOKENS, num_beams=NUM_BEAMS,
-        beam_sizes=(1, NUM_BEAMS),
+        beam_sizes=(1, NUM_BEAMS), language="de",
     )
     directory = tmp_path_factory.mktemp("saved_models")
     write_saved_model(translator, directory / "translation_en_de" / "1")
