@@ -398,3 +398,37 @@ def test_models_config_serves_translation_and_fashion_mnist_from_the_models_moun
     assert any(p.name.isdigit() for p in (DEFAULT_MODELS_DIR / "fashion_mnist").iterdir())
     with pytest.raises(text_format.ParseError):
         text_format.Parse(text.replace("base_path", "base_dir"), _model_server_config_class()())
+
+
+@pytest.mark.slow
+def test_released_model_tflite_int8_keeps_bleu_within_1_of_float_at_a_third_of_the_size(tmp_path, capsys):
+    """The released en-de model, converted afresh: int8 <= 35% of the float file, test BLEU within 1.0."""
+    from apps.translation import TranslationConfig
+    from apps.translation.data import load_texts, target_language
+    from apps.translation.export import write_tflite
+    from apps.ui import latest_version_dir
+
+    config = TranslationConfig()
+    version_dir = latest_version_dir(DEFAULT_MODELS_DIR, "translation_en_de")
+    paths = write_tflite(version_dir, tmp_path / "tflite")
+    sizes = {kind: path.stat().st_size for kind, path in paths.items()}
+    sources, references = load_texts(config, "test")
+    scores = {
+        kind: evaluate_tflite(tmp_path, kind, sources, references, target_language(config), config.eval_batch_size)
+        for kind in paths
+    }
+    with capsys.disabled():
+        print(f"\nreleased {version_dir}: sizes {sizes}, int8/float {sizes['int8'] / sizes['float']:.3f}, scores {scores}")
+    assert sizes["int8"] <= 0.35 * sizes["float"], sizes
+    assert abs(scores["int8"]["bleu"] - scores["float"]["bleu"]) <= 1.0, scores
+    # The float TFLite model is the SavedModel's graph: the same BLEU as the release's serving_default.
+    serve = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+    served = [
+        t.decode("utf-8")
+        for begin in range(0, len(sources), config.eval_batch_size)
+        for t in serve(sentences=tf.constant(sources[begin : begin + config.eval_batch_size]))["translations"].numpy()
+    ]
+    from apps.translation.metrics import corpus_bleu
+
+    # (XNNPACK and TensorFlow round differently: a rare beam can flip.)
+    assert corpus_bleu(served, references, target_language(config)) == pytest.approx(scores["float"]["bleu"], abs=0.5)
