@@ -24,6 +24,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, te
 
 from apps import cli
 from apps.cli import DEFAULT_MODELS_DIR
+from apps.ui import latest_version_dir
 from apps.translation.export import (
     TFLITE_FILES,
     ExportTranslator,
@@ -33,11 +34,14 @@ from apps.translation.export import (
     evaluate_tflite,
     read_settings,
     write_saved_model,
+    write_tflite,
 )
 from layers.generation import TextGenerator
 from layers.generation_export import flex_ops
 from layers.samplers import BeamSampler
-from apps.translation.data import restore_spacing
+from apps.translation import TranslationConfig
+from apps.translation.data import load_texts, restore_spacing, target_language
+from apps.translation.metrics import corpus_bleu
 from apps.translation.model import TranslationModel
 from layers.transformer_models import TransformerCausalLM
 from pipelines.wordpiece import RESERVED_TOKENS, WordpieceTokenizer
@@ -403,11 +407,6 @@ def test_models_config_serves_translation_and_fashion_mnist_from_the_models_moun
 @pytest.mark.slow
 def test_released_model_tflite_int8_keeps_bleu_within_1_of_float_at_a_third_of_the_size(tmp_path, capsys):
     """The released en-de model, converted afresh: int8 <= 35% of the float file, test BLEU within 1.0."""
-    from apps.translation import TranslationConfig
-    from apps.translation.data import load_texts, target_language
-    from apps.translation.export import write_tflite
-    from apps.ui import latest_version_dir
-
     config = TranslationConfig()
     version_dir = latest_version_dir(DEFAULT_MODELS_DIR, "translation_en_de")
     paths = write_tflite(version_dir, tmp_path / "tflite")
@@ -428,7 +427,5 @@ def test_released_model_tflite_int8_keeps_bleu_within_1_of_float_at_a_third_of_t
         for begin in range(0, len(sources), config.eval_batch_size)
         for t in serve(sentences=tf.constant(sources[begin : begin + config.eval_batch_size]))["translations"].numpy()
     ]
-    from apps.translation.metrics import corpus_bleu
-
     # (XNNPACK and TensorFlow round differently: a rare beam can flip.)
     assert corpus_bleu(served, references, target_language(config)) == pytest.approx(scores["float"]["bleu"], abs=0.5)
