@@ -47,7 +47,6 @@ Example::
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 
 import sentencepiece
@@ -55,30 +54,21 @@ import tensorflow as tf
 import tensorflow_text as tf_text
 from sentencepiece import sentencepiece_model_pb2
 
-from pipelines.text import drop_ids
+from pipelines.tokenizer import RESERVED_TOKENS, Tokenizer, check_training_texts
 
 __all__ = ["SPECIAL_PIECES", "SentencepieceTokenizer", "train_sentencepiece"]
 
-SPECIAL_PIECES = ("[PAD]", "[UNK]", "[START]", "[END]", "[MASK]")
+SPECIAL_PIECES = RESERVED_TOKENS
 MODEL_FILE = "sentencepiece.model"
-SETTINGS_FILE = "tokenizer.json"
 NORMALIZATIONS = ("nmt_nfkc", "nfkc", "nmt_nfkc_cf", "nfkc_cf", "identity")
 MODEL_TYPES = ("unigram", "bpe", "char", "word")
-_FORMAT_VERSION = 1
 
 
 def _texts(texts):
     """Python strings from an iterable of ``str``/``bytes`` or a dataset of scalar strings."""
+    check_training_texts(texts, "train_sentencepiece")
     if isinstance(texts, tf.data.Dataset):
-        spec = texts.element_spec
-        if not (isinstance(spec, tf.TensorSpec) and spec.dtype == tf.string and spec.shape.rank == 0):
-            raise ValueError(
-                f"train_sentencepiece expected a tf.data.Dataset of scalar tf.string elements, got element_spec {spec}; "
-                f"map it to the text field first, e.g. ds.map(lambda ex: ex['ja'])"
-            )
         texts = texts.as_numpy_iterator()
-    elif isinstance(texts, (str, bytes)):
-        raise ValueError("train_sentencepiece expected an iterable of strings, got a single string; wrap it in a list")
     for text in texts:
         if isinstance(text, bytes):
             text = text.decode("utf-8")
@@ -171,7 +161,7 @@ def train_sentencepiece(
     return model
 
 
-class SentencepieceTokenizer(tf.Module):
+class SentencepieceTokenizer(Tokenizer):
     """SentencePiece tokenizer served by ``tensorflow_text`` ops.
 
     Args:
@@ -189,14 +179,19 @@ class SentencepieceTokenizer(tf.Module):
         :meth:`detokenize`: ids ``(batch, None)`` ragged or padded -> strings
         ``(batch,)``; ``[PAD]``, ``[START]``, ``[END]`` dropped.
 
+    Ids, input checks, :meth:`id_to_token` and :meth:`save`/:meth:`load`
+    (``sentencepiece.model``, the proto, and ``tokenizer.json``) come from
+    :class:`pipelines.tokenizer.Tokenizer`.
+
     Example::
 
         tok = SentencepieceTokenizer(train_sentencepiece(texts, vocab_size=4000))
         tok.detokenize(tok.tokenize(tf.constant(["サーバーの起動"])))  # [b"サーバーの起動"]
     """
 
+    _model_file = MODEL_FILE
+
     def __init__(self, model, fast=False, name=None):
-        super().__init__(name=name)
         if isinstance(model, (str, Path)):
             raise ValueError(
                 "SentencepieceTokenizer expects the model proto bytes; use SentencepieceTokenizer.load(directory) for files"
@@ -216,24 +211,20 @@ class SentencepieceTokenizer(tf.Module):
                 f"SentencePiece model lacks the special pieces {missing}; train it with train_sentencepiece "
                 f"(pad_piece='[PAD]', unk_piece='[UNK]', bos_piece='[START]', eos_piece='[END]', user_defined_symbols=['[MASK]'])"
             )
+        if fast and (proto.trainer_spec.byte_fallback or not proto.normalizer_spec.remove_extra_whitespaces):
+            raise ValueError(
+                "fast=True (FastSentencepieceTokenizer) mis-tokenizes models with byte_fallback or keep_whitespace; "
+                "train with byte_fallback=False, keep_whitespace=False, or serve with fast=False"
+            )
+        super().__init__(pieces, name=name)
         self.fast = bool(fast)
-        if self.fast:
-            spec = proto.normalizer_spec
-            if proto.trainer_spec.byte_fallback or not spec.remove_extra_whitespaces:
-                raise ValueError(
-                    "fast=True (FastSentencepieceTokenizer) mis-tokenizes models with byte_fallback or keep_whitespace; "
-                    "train with byte_fallback=False, keep_whitespace=False, or serve with fast=False"
-                )
         self._model = model
-        self._pieces = tuple(pieces)
-        self._ids = {piece: i for i, piece in enumerate(pieces)}
         self.byte_fallback = bool(proto.trainer_spec.byte_fallback)
         self.normalization = proto.normalizer_spec.name
         if self.fast:
             self._sentencepiece = tf_text.FastSentencepieceTokenizer(model)
         else:
             self._sentencepiece = tf_text.SentencepieceTokenizer(model=model, out_type=tf.int32)
-        self._tokens = tf.constant(list(pieces), tf.string)
 
     # -- ids ------------------------------------------------------------------
     @property
@@ -241,100 +232,25 @@ class SentencepieceTokenizer(tf.Module):
         """The serialized model proto (bytes)."""
         return self._model
 
-    @property
-    def vocab(self):
-        return list(self._pieces)
+    # -- tensorflow_text ops --------------------------------------------------
+    def _tokenize(self, texts):
+        return tf.cast(self._sentencepiece.tokenize(texts), tf.int32)
 
-    @property
-    def vocab_size(self):
-        return len(self._pieces)
-
-    @property
-    def pad_id(self):
-        return self._ids["[PAD]"]
-
-    @property
-    def unk_id(self):
-        return self._ids["[UNK]"]
-
-    @property
-    def start_id(self):
-        return self._ids["[START]"]
-
-    @property
-    def end_id(self):
-        return self._ids["[END]"]
-
-    @property
-    def mask_id(self):
-        return self._ids["[MASK]"]
-
-    @property
-    def special_ids(self):
-        """Ids never chosen for masking or shown by :meth:`detokenize` (PAD, START, END)."""
-        return (self.pad_id, self.start_id, self.end_id)
-
-    # -- graph ops ------------------------------------------------------------
-    def tokenize(self, texts):
-        """Strings ``(batch,)`` -> ragged int32 ids ``(batch, None)``."""
-        texts = tf.convert_to_tensor(texts, tf.string)
-        rank = texts.shape.rank
-        if rank is not None and rank > 1:
-            raise ValueError(
-                f"SentencepieceTokenizer.tokenize expected strings of rank 1 (batch,) or a scalar, got shape {texts.shape}"
-            )
-        ids = self._sentencepiece.tokenize(texts)
-        return tf.cast(ids, tf.int32)
-
-    def detokenize(self, ids):
-        """Ids ``(batch, None)`` (ragged, or dense padded with ``pad_id``) -> strings ``(batch,)``; 1-D ids give a scalar."""
-        if not isinstance(ids, tf.RaggedTensor):
-            ids = tf.convert_to_tensor(ids)
-        if not ids.dtype.is_integer:
-            raise ValueError(f"SentencepieceTokenizer.detokenize expected integer ids, got dtype {ids.dtype.name}")
-        rank = ids.shape.rank
-        if rank not in (1, 2):
-            raise ValueError(
-                f"SentencepieceTokenizer.detokenize expected ids of rank 2 (batch, length) or 1 (length,), got shape {ids.shape}"
-            )
-        ids = tf.cast(ids, tf.int32)
-        if rank == 1:
-            return self.detokenize(ids[tf.newaxis])[0]
-        return self._sentencepiece.detokenize(drop_ids(ids, self.special_ids))
-
-    def id_to_token(self, ids):
-        """The piece strings of ``ids`` (any shape, ragged or dense)."""
-        if isinstance(ids, tf.RaggedTensor):
-            return tf.ragged.map_flat_values(tf.gather, self._tokens, tf.cast(ids, tf.int32))
-        return tf.gather(self._tokens, tf.cast(ids, tf.int32))
+    def _detokenize(self, ids):
+        return self._sentencepiece.detokenize(ids)
 
     # -- files ----------------------------------------------------------------
-    def get_config(self):
-        return {
-            "class": type(self).__name__,
-            "format_version": _FORMAT_VERSION,
-            "fast": self.fast,
-            "normalization": self.normalization,
-            "byte_fallback": self.byte_fallback,
-            "vocab_size": self.vocab_size,
-        }
+    def _settings(self):
+        return {"fast": self.fast, "normalization": self.normalization, "byte_fallback": self.byte_fallback}
 
-    def save(self, directory):
-        """Write ``directory/sentencepiece.model`` and ``directory/tokenizer.json`` (settings)."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / MODEL_FILE).write_bytes(self._model)
-        (directory / SETTINGS_FILE).write_text(json.dumps(self.get_config(), indent=2) + "\n", encoding="utf-8")
-        return directory
+    def _write_model(self, path):
+        path.write_bytes(self._model)
 
     @classmethod
     def load(cls, directory, fast=None):
-        """The tokenizer :meth:`save` wrote to ``directory`` (``fast`` overrides the saved setting)."""
-        directory = Path(directory)
-        for name in (MODEL_FILE, SETTINGS_FILE):
-            if not (directory / name).is_file():
-                raise FileNotFoundError(f"{directory / name} not found: save a {cls.__name__} there with .save(directory)")
-        config = json.loads((directory / SETTINGS_FILE).read_text(encoding="utf-8"))
-        if config.get("class") != cls.__name__:
-            raise ValueError(f"{directory / SETTINGS_FILE} holds a {config.get('class')!r}, not a {cls.__name__}")
-        return cls((directory / MODEL_FILE).read_bytes(), fast=config["fast"] if fast is None else fast)
+        """The tokenizer :meth:`save` wrote to ``directory`` (``fast``, bool or None, overrides the saved setting)."""
+        return super().load(directory, fast=fast)
+
+    @classmethod
+    def _from_files(cls, directory, config):
+        return cls((directory / MODEL_FILE).read_bytes(), fast=config["fast"])

@@ -53,35 +53,22 @@ Example::
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import tensorflow as tf
 import tensorflow_text as tf_text
 from tensorflow_text.tools.wordpiece_vocab import bert_vocab_from_dataset
 
-from pipelines.text import drop_ids
+from pipelines.tokenizer import RESERVED_TOKENS, SETTINGS_FILE, Tokenizer, check_training_texts
 
 __all__ = ["RESERVED_TOKENS", "WordpieceTokenizer", "learn_wordpiece_vocab"]
 
-RESERVED_TOKENS = ("[PAD]", "[UNK]", "[START]", "[END]", "[MASK]")
 VOCAB_FILE = "vocab.txt"
-SETTINGS_FILE = "tokenizer.json"
-_FORMAT_VERSION = 1
 
 
 def _texts_dataset(texts):
     """A ``tf.data.Dataset`` of scalar strings from a dataset or an iterable of ``str``."""
+    check_training_texts(texts, "learn_wordpiece_vocab")
     if isinstance(texts, tf.data.Dataset):
-        spec = texts.element_spec
-        if not (isinstance(spec, tf.TensorSpec) and spec.dtype == tf.string and spec.shape.rank == 0):
-            raise ValueError(
-                f"learn_wordpiece_vocab expected a tf.data.Dataset of scalar tf.string elements, "
-                f"got element_spec {spec}; map it to the text field first, e.g. ds.map(lambda ex: ex['en'])"
-            )
         return texts
-    if isinstance(texts, (str, bytes)):
-        raise ValueError("learn_wordpiece_vocab expected an iterable of strings, got a single string; wrap it in a list")
     texts = list(texts)
     if not texts:
         raise ValueError("learn_wordpiece_vocab got no texts to learn from")
@@ -142,7 +129,7 @@ def learn_wordpiece_vocab(
     )
 
 
-class WordpieceTokenizer(tf.Module):
+class WordpieceTokenizer(Tokenizer):
     """BERT-style WordPiece tokenizer: ``FastBertNormalizer`` then ``FastWordpieceTokenizer``.
 
     Args:
@@ -162,6 +149,10 @@ class WordpieceTokenizer(tf.Module):
         :meth:`detokenize`: int ids ``(batch, None)`` ragged or padded -> strings
         ``(batch,)``; ``[PAD]``, ``[START]`` and ``[END]`` are dropped.
 
+    Ids, input checks, :meth:`id_to_token` and :meth:`save`/:meth:`load`
+    (``vocab.txt``, one token a line, and ``tokenizer.json``) come from
+    :class:`pipelines.tokenizer.Tokenizer`.
+
     Example::
 
         tok = WordpieceTokenizer(learn_wordpiece_vocab(texts, vocab_size=2000))
@@ -169,8 +160,9 @@ class WordpieceTokenizer(tf.Module):
         tok.detokenize(ids)  # [b"open the file ."]
     """
 
+    _model_file = VOCAB_FILE
+
     def __init__(self, vocab, lower_case=True, suffix_indicator="##", max_bytes_per_word=100, name=None):
-        super().__init__(name=name)
         vocab = [v.decode("utf-8") if isinstance(v, bytes) else v for v in vocab]
         if tuple(vocab[: len(RESERVED_TOKENS)]) != RESERVED_TOKENS:
             raise ValueError(
@@ -184,7 +176,7 @@ class WordpieceTokenizer(tf.Module):
             raise ValueError("vocabulary has duplicate tokens")
         if not isinstance(max_bytes_per_word, int) or max_bytes_per_word < 1:
             raise ValueError(f"max_bytes_per_word must be a positive int, got {max_bytes_per_word!r}")
-        self._vocab = tuple(vocab)
+        super().__init__(vocab, name=name)
         self.lower_case = bool(lower_case)
         self.suffix_indicator = suffix_indicator
         self.max_bytes_per_word = max_bytes_per_word
@@ -197,112 +189,28 @@ class WordpieceTokenizer(tf.Module):
             unknown_token="[UNK]",
             support_detokenization=True,
         )
-        self._tokens = tf.constant(list(vocab), tf.string)
 
-    # -- ids ------------------------------------------------------------------
-    @property
-    def vocab(self):
-        return list(self._vocab)
-
-    @property
-    def vocab_size(self):
-        return len(self._vocab)
-
-    @property
-    def pad_id(self):
-        return 0
-
-    @property
-    def unk_id(self):
-        return 1
-
-    @property
-    def start_id(self):
-        return 2
-
-    @property
-    def end_id(self):
-        return 3
-
-    @property
-    def mask_id(self):
-        return 4
-
-    @property
-    def special_ids(self):
-        """Ids never chosen for masking or shown by :meth:`detokenize` (PAD, START, END)."""
-        return (self.pad_id, self.start_id, self.end_id)
-
-    # -- graph ops ------------------------------------------------------------
-    def tokenize(self, texts):
-        """Strings ``(batch,)`` -> ragged int32 ids ``(batch, None)``; graph, SavedModel and TFLite friendly."""
-        texts = tf.convert_to_tensor(texts, tf.string)
-        rank = texts.shape.rank
-        if rank is not None and rank > 1:
-            raise ValueError(
-                f"WordpieceTokenizer.tokenize expected strings of rank 1 (batch,) or a scalar, got shape {texts.shape}"
-            )
-        if rank == 0:
-            # FastBertNormalizer only accepts tensors with a batch dimension.
-            return self.tokenize(texts[tf.newaxis])[0]
+    # -- tensorflow_text ops --------------------------------------------------
+    def _tokenize(self, texts):
         return self._wordpiece.tokenize(self._normalizer.normalize(texts))
 
-    def detokenize(self, ids):
-        """Ids ``(batch, None)`` (ragged, or dense padded with ``pad_id``) -> strings ``(batch,)``.
-
-        ``[PAD]``, ``[START]`` and ``[END]`` are dropped; pieces are merged into
-        words and words joined with single spaces. A 1-D id tensor gives a scalar.
-        """
-        if not isinstance(ids, tf.RaggedTensor):
-            ids = tf.convert_to_tensor(ids)
-        if not ids.dtype.is_integer:
-            raise ValueError(f"WordpieceTokenizer.detokenize expected integer ids, got dtype {ids.dtype.name}")
-        rank = ids.shape.rank
-        if rank not in (1, 2):
-            raise ValueError(
-                f"WordpieceTokenizer.detokenize expected ids of rank 2 (batch, length) or 1 (length,), got shape {ids.shape}"
-            )
-        ids = tf.cast(ids, tf.int32)
-        if rank == 1:
-            return self.detokenize(ids[tf.newaxis])[0]
-        return self._wordpiece.detokenize(drop_ids(ids, self.special_ids))
-
-    def id_to_token(self, ids):
-        """The token strings of ``ids`` (any shape, ragged or dense)."""
-        if isinstance(ids, tf.RaggedTensor):
-            return tf.ragged.map_flat_values(tf.gather, self._tokens, tf.cast(ids, tf.int32))
-        return tf.gather(self._tokens, tf.cast(ids, tf.int32))
+    def _detokenize(self, ids):
+        return self._wordpiece.detokenize(ids)
 
     # -- files ----------------------------------------------------------------
-    def get_config(self):
+    def _settings(self):
         return {
-            "class": type(self).__name__,
-            "format_version": _FORMAT_VERSION,
             "lower_case": self.lower_case,
             "suffix_indicator": self.suffix_indicator,
             "max_bytes_per_word": self.max_bytes_per_word,
             "reserved_tokens": list(RESERVED_TOKENS),
-            "vocab_size": self.vocab_size,
         }
 
-    def save(self, directory):
-        """Write ``directory/vocab.txt`` (one token a line) and ``directory/tokenizer.json`` (settings)."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / VOCAB_FILE).write_text("\n".join(self._vocab) + "\n", encoding="utf-8")
-        (directory / SETTINGS_FILE).write_text(json.dumps(self.get_config(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        return directory
+    def _write_model(self, path):
+        path.write_text("\n".join(self._vocab) + "\n", encoding="utf-8")
 
     @classmethod
-    def load(cls, directory):
-        """The tokenizer :meth:`save` wrote to ``directory``."""
-        directory = Path(directory)
-        for name in (VOCAB_FILE, SETTINGS_FILE):
-            if not (directory / name).is_file():
-                raise FileNotFoundError(f"{directory / name} not found: save a {cls.__name__} there with .save(directory)")
-        config = json.loads((directory / SETTINGS_FILE).read_text(encoding="utf-8"))
-        if config.get("class") != cls.__name__:
-            raise ValueError(f"{directory / SETTINGS_FILE} holds a {config.get('class')!r}, not a {cls.__name__}")
+    def _from_files(cls, directory, config):
         vocab = (directory / VOCAB_FILE).read_text(encoding="utf-8").split("\n")[:-1]
         if len(vocab) != config["vocab_size"]:
             raise ValueError(f"{directory / VOCAB_FILE} has {len(vocab)} tokens, {SETTINGS_FILE} says {config['vocab_size']}")
