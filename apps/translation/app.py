@@ -16,6 +16,8 @@ Example::
 
 from __future__ import annotations
 
+import datetime
+import json
 import time
 import typing
 from dataclasses import dataclass
@@ -271,7 +273,13 @@ class TranslationApp(App):
         )
 
     def evaluate(self, model, config):
-        """Corpus ``bleu`` and ``chrf`` of beam-search translations of the test split (detokenized text)."""
+        """Corpus ``bleu`` and ``chrf`` of beam-search translations of the test split (detokenized text).
+
+        Also writes ``<run folder>/evaluation.json``: the scores, sacrebleu
+        signatures, data version, decoding settings and time (read by the release).
+        """
+        from apps.trainer import run_dir
+
         sources, references = data_lib.load_texts(config, "test")
         start = time.perf_counter()
         hypotheses = self.translate(model, config, sources)
@@ -282,73 +290,85 @@ class TranslationApp(App):
             f"({len(sources) / seconds:.1f} sentences/s)",
             flush=True,
         )
-        for name, signature in metrics_lib.signatures(language).items():
+        signatures = metrics_lib.signatures(language)
+        for name, signature in signatures.items():
             print(f"{name} signature: {signature}", flush=True)
-        return metrics_lib.corpus_scores(hypotheses, references, language)
+        scores = metrics_lib.corpus_scores(hypotheses, references, language)
+        record = {
+            "metrics": scores,
+            "signatures": signatures,
+            "bleu_tokenizer": metrics_lib.bleu_tokenizer(language),
+            "dataset": data_lib.dataset_name(config),
+            "data_version": data_lib.data_version(config) if config.limit is None else None,
+            "test_sentences": len(sources),
+            "beam_size": config.beam_size,
+            "max_new_tokens": config.max_new_tokens,
+            "decode_seconds": round(seconds, 1),
+            "examples": [
+                {"source": s, "reference": r, "translation": h}
+                for s, r, h in list(zip(sources, references, hypotheses))[:5]
+            ],
+            "finished": datetime.datetime.now().isoformat(timespec="seconds"),
+        }
+        directory = run_dir(self, config)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "evaluation.json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+        return scores
 
-    # --- serving: strings in, strings out ---------------------------------------------
+    # --- serving and release: strings in, strings out (apps/translation/export.py) ------------
+
+    supports_tflite = True
+
+    def export_translator(self, model, config):
+        """The release graph: :class:`apps.translation.export.ExportTranslator` with the config's decoding settings."""
+        from apps.translation.export import ExportTranslator
+
+        source, target = self.tokenizers(config)
+        return ExportTranslator(
+            model, source, target, source_length=config.max_source_length, max_new_tokens=config.max_new_tokens,
+            num_beams=config.beam_size, length_penalty=config.length_penalty,
+            language=data_lib.target_language(config),  # the same spacing rules as translate()
+        )
 
     def serving_signature(self, config):
         self._serving_config = config
         return {"sentences": tf.TensorSpec((None,), tf.string)}
 
-    def export_translator(self, model, config):
-        """The :class:`~apps.translation.export.ExportTranslator` of ``model`` with the config's decoding."""
-        from apps.translation.export import BEAM_SIZES, ExportTranslator
-
-        source, target = self.tokenizers(config)
-        return ExportTranslator(
-            model, source, target, source_length=config.max_source_length,
-            max_new_tokens=config.max_new_tokens, num_beams=config.beam_size, length_penalty=config.length_penalty,
-            beam_sizes=sorted({*BEAM_SIZES, config.beam_size}),
-            language=data_lib.target_language(config),  # the same spacing rules as translate()
-        )
-
     def serving_outputs(self, model, inputs):
-        config = self._serving_config or self.Config()
-        return self.export_translator(model, config).serving_default(inputs["sentences"])
-
-    supports_tflite = True
-
-    def export_tflite(self, saved_model_dir, output_dir):
-        """Float and int8 TFLite translators (strings in and out) converted from a release."""
-        from apps.translation.export import write_tflite
-
-        return write_tflite(saved_model_dir, output_dir)
-
-    def evaluate_tflite(self, release_dir, kind, config):
-        """Corpus ``bleu`` and ``chrf`` of the release's ``kind`` TFLite model on the test split."""
-        from apps.translation.export import evaluate_tflite
-
-        sources, references = data_lib.load_texts(config, "test")
-        return evaluate_tflite(
-            release_dir, kind, sources, references, data_lib.target_language(config), config.eval_batch_size
-        )
-
-    def write_saved_model(self, model, config, directory):
-        """The release: ``serving_default``, ``translate`` (demo options), ``translate_tokens`` (TFLite), tokenizers."""
-        from apps.translation.export import write_saved_model
-
-        self._serving_config = config
-        return write_saved_model(self.export_translator(model, config), directory)
+        translator = self.export_translator(model, self._serving_config or self.Config())
+        return translator.serving_default(inputs["sentences"])
 
     def serving_example(self, config):
         sources, _ = data_lib.load_texts(config, "test")
         return {"sentences": np.array(sources[:8], dtype=object)}
 
-    # --- UI: the translation tab (apps/translation/ui.py) ------------------------------
+    def write_saved_model(self, model, config, directory):
+        from apps.translation.export import write_saved_model
+
+        return write_saved_model(self.export_translator(model, config), directory)
+
+    def export_tflite(self, saved_model_dir, output_dir):
+        from apps.translation.export import write_tflite
+
+        return write_tflite(saved_model_dir, output_dir)
+
+    def evaluate_tflite(self, release_dir, kind, config):
+        from apps.translation.export import evaluate_tflite
+
+        sources, references = data_lib.load_texts(config, "test")
+        return evaluate_tflite(release_dir, kind, sources, references, data_lib.target_language(config))
+
+    # --- UI (apps/translation/ui.py) -----------------------------------------------------
 
     def load_release(self, models_dir):
-        """Every released ``translation_<pair>`` SavedModel, chosen by the tab's language."""
         from apps.translation.ui import TranslationReleases
 
-        self._releases = TranslationReleases(models_dir)  # the tab's options follow the release
-        return self._releases
+        return TranslationReleases(models_dir)
 
     def ui_inputs(self):
         from apps.translation import ui
 
-        return ui.ui_inputs(self._releases)
+        return ui.ui_inputs()
 
     def ui_outputs(self):
         from apps.translation import ui
@@ -358,14 +378,17 @@ class TranslationApp(App):
     def ui_examples(self, cache_dir):
         from apps.translation import ui
 
-        return ui.ui_examples(cache_dir, releases=self._releases)
+        return ui.ui_examples(cache_dir)
 
     def preprocess(self, text, *options):
-        """UI values (text, language pair, beam size, max length) -> the ``translate`` signature's inputs.
+        """UI values -> the ``translate`` signature's inputs (``apps.translation.ui.preprocess``).
 
         Raises:
-            ValueError: empty text, or text longer than :data:`MAX_INPUT_CHARACTERS`
-                (rejected, not cut: a silently shortened translation would mislead).
+            ValueError: empty or whitespace-only text, or text longer than
+                :data:`MAX_INPUT_CHARACTERS` (rejected, not cut: a silently
+                shortened translation would mislead); a sentence with more
+                word pieces than the model reads is rejected by the release's
+                check (``TranslationReleases.check``).
         """
         from apps.translation import ui
 

@@ -7,6 +7,7 @@ without the built TFDS data; one test reads the real corpus when it is built.
 """
 
 import itertools
+import json
 
 import keras
 import numpy as np
@@ -43,6 +44,7 @@ TINY = dict(
     vocab_size=120, hidden_dim=16, num_heads=2, intermediate_dim=32, num_layers=1, dropout=0.0, batch_size=16,
     batch_tokens=256, max_source_length=16, max_target_length=16, max_new_tokens=8, model_max_length=16,
     beam_size=2, eval_batch_size=8, warmup_steps=2, learning_rate=1e-2, verbose=0, patience=0,
+    train_steps_per_epoch=None, validation_pairs=None,
 )
 
 
@@ -182,6 +184,17 @@ def test_restore_spacing_brings_the_round_trip_close_to_the_text(fake_corpus, tm
     assert sum(a != b for a, b in zip(detokenized, german)) > len(german) // 3
 
 
+def test_capped_epochs_read_fresh_shuffles_and_validation_subset(fake_corpus, tmp_path):
+    app = TranslationApp()
+    config = TranslationConfig(**{**TINY, "train_steps_per_epoch": 2, "validation_pairs": 10}, runs_dir=str(tmp_path))
+    datasets = app.build_datasets(config)
+    assert app.steps_per_epoch(config) == 2
+    epochs = [[inputs["encoder_inputs"].numpy().tolist() for inputs, _ in datasets.train] for _ in range(2)]
+    assert len(epochs[0]) == len(epochs[1]) == 2
+    assert epochs[0] != epochs[1]  # a new shuffle each epoch, not the same two batches again
+    assert sum(int(targets.shape[0]) for _, targets in datasets.validation) == 10
+
+
 def test_batch_sizes_follow_the_token_budget():
     assert data_lib.batch_sizes(64, 512) == [64, 42, 32, 21, 16, 10, 8, 5, 2]
 
@@ -290,6 +303,10 @@ def test_evaluate_through_cli_prints_bleu_and_chrf(trained, capsys):
     assert set(values) == {"bleu", "chrf"}
     assert 0 <= values["bleu"] <= 100 and 0 < values["chrf"] <= 100
     assert any(line.startswith("bleu signature:") and "tok:13a" in line for line in lines)
+    record = json.loads((result.run_dir / "evaluation.json").read_text())
+    assert record["metrics"]["bleu"] == pytest.approx(values["bleu"], abs=1e-4)
+    assert record["bleu_tokenizer"] == "13a" and record["beam_size"] == 2
+    assert len(record["examples"]) == 5 and record["test_sentences"] == len(synthetic_pairs()[0])
 
 
 def test_real_corpus_slice_tokenizes(tmp_path):
