@@ -42,7 +42,7 @@ from layers.samplers import BeamSampler
 from apps.translation import TranslationConfig
 from apps.translation.data import load_texts, restore_spacing, target_language
 from apps.translation.metrics import corpus_bleu
-from apps.translation.model import TranslationModel
+from apps.translation.model import TranslationModel, translate
 from layers.transformer_models import TransformerCausalLM
 from pipelines.wordpiece import RESERVED_TOKENS, WordpieceTokenizer
 
@@ -248,7 +248,9 @@ def test_saved_model_signatures_are_pinned(export_dir, loaded, tokenizers):
     assert restored.vocab == tokenizers[1].vocab and restored.lower_case is False
 
 
-def test_fresh_process_with_only_tensorflow_and_tensorflow_text_serves_the_same_strings(export_dir, translator):
+def test_fresh_process_with_only_tensorflow_and_tensorflow_text_serves_the_same_strings(
+    export_dir, translator, model, tokenizers
+):
     script = textwrap.dedent(
         """
         import json, sys
@@ -270,6 +272,13 @@ def test_fresh_process_with_only_tensorflow_and_tensorflow_text_serves_the_same_
     served = json.loads(result.stdout.strip().splitlines()[-1])
     assert served["ours"] == [], "the SavedModel must not need tfsuite code"
     assert served["translations"] == _strings(translator.serving_default(tf.constant(SENTENCES))["translations"])
+    # tfsuite's own Python path (what `tfsuite evaluate` scores): XLA decode loop, source padded per bucket.
+    with pytest.warns(UserWarning, match="1 of 8 sentences are longer than 12 source tokens"):
+        python_path = translate(
+            model, tokenizers, SENTENCES, beam_size=NUM_BEAMS, max_length=MAX_NEW_TOKENS,
+            max_source_length=SOURCE_LENGTH, batch_size=len(SENTENCES), language="de",
+        )
+    assert served["translations"] == python_path
 
 
 def test_translate_signature_decoding_options(loaded, keras_tokens, tokenizers):
