@@ -343,7 +343,9 @@ def write_saved_model(translator, directory):
     if directory.exists():
         raise FileExistsError(f"{directory} already exists; choose another version or remove it")
     archive = keras.export.ExportArchive()
-    archive.track(translator.model)
+    # No archive.track(model): the endpoints track the variables they read, once.
+    # Tracking the model too saves every weight twice (Keras variables and
+    # their tf.Variables under separate checkpoint keys: twice the file size).
     archive.source_tokenizer = translator.source_tokenizer  # tf.Modules: their assets travel with the archive
     archive.target_tokenizer = translator.target_tokenizer
     archive.add_endpoint("serving_default", translator.serving_default)

@@ -248,6 +248,11 @@ def test_saved_model_signatures_are_pinned(export_dir, loaded, tokenizers):
     assert restored.vocab == tokenizers[1].vocab and restored.lower_case is False
 
 
+def test_saved_model_stores_each_weight_once(export_dir, model):
+    stored = sum(f.stat().st_size for f in (export_dir / "variables").glob("variables.data-*"))
+    assert 4 * model.count_params() <= stored <= 1.05 * 4 * model.count_params(), (stored, model.count_params())
+
+
 def test_fresh_process_with_only_tensorflow_and_tensorflow_text_serves_the_same_strings(
     export_dir, translator, model, tokenizers
 ):
