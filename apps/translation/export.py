@@ -380,7 +380,7 @@ def custom_ops(tflite_model):
     return sorted(set(tflite_ops(tflite_model)) - builtins)
 
 
-def convert_to_tflite(saved_model_dir, quantize=False):
+def convert_to_tflite(saved_model_dir, quantize=False, per_channel=False):
     """Convert the ``translate_tokens`` signature of an exported translator to TFLite bytes.
 
     Args:
@@ -388,6 +388,12 @@ def convert_to_tflite(saved_model_dir, quantize=False):
         quantize: bool, int8 dynamic-range quantization of the weights
             (``optimizations=[tf.lite.Optimize.DEFAULT]``, no representative
             dataset). Default False (float32).
+        per_channel: bool, one int8 scale per output channel instead of one
+            per weight tensor. Default False: measured on the release
+            configuration (9.6M parameters), the per-channel int8 file holds
+            the tied decoder embedding (the largest matrix, read in the
+            prefill graph and in the decode loop's) twice and is 35.5% of
+            the float file; per tensor it holds it once: 28.8%.
 
     Raises:
         ValueError: if the model would need Flex ops or custom ops outside
@@ -398,6 +404,7 @@ def convert_to_tflite(saved_model_dir, quantize=False):
     converter.allow_custom_ops = True  # for the tf_text ops only; checked below
     if quantize:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter._experimental_disable_per_channel = not per_channel  # noqa: SLF001 - the converter's only switch for it
     try:
         tflite_model = converter.convert()
     except Exception as error:  # ConverterError lists the ops it could not lower
