@@ -223,18 +223,35 @@ class Translator:
         self.max_source_length = check_positive_int("max_source_length", max_source_length)
         self.batch_size = check_positive_int("batch_size", batch_size)
         self.source_markers = bool(source_markers)
-        sampler = "greedy" if self.beam_size == 1 else BeamSampler(self.beam_size, length_penalty)
-        self.generator = TextGenerator(
-            model,
-            sampler=sampler,
-            max_new_tokens=self.max_length,
-            end_token_id=self.target_tokenizer.end_id,
-            pad_token_id=self.target_tokenizer.pad_id,
-            cache_length=self.max_length + 1,
-            jit_compile=jit_compile,
-        )
+        self.sampler = "greedy" if self.beam_size == 1 else BeamSampler(self.beam_size, length_penalty)
+        self.jit_compile = bool(jit_compile)
         # Source widths the decode loop is traced for: powers of two up to the maximum.
         self.widths = sorted({min(2**k, self.max_source_length) for k in range(3, 12)} | {self.max_source_length})
+        self._generators = {}
+
+    def new_tokens(self, width):
+        """Most target tokens for sources of ``width``: ``2 * width + 4``, at most ``max_length``.
+
+        Translations here are about as long as their sources (1.1 target tokens
+        per source token on en-de); a tighter bound per width keeps the cache
+        and the number of decode steps of short batches small.
+        """
+        return min(self.max_length, 2 * width + 4)
+
+    def generator(self, width):
+        """The :class:`~layers.generation.TextGenerator` for sources of ``width`` tokens."""
+        new_tokens = self.new_tokens(width)
+        if new_tokens not in self._generators:
+            self._generators[new_tokens] = TextGenerator(
+                self.model,
+                sampler=self.sampler,
+                max_new_tokens=new_tokens,
+                end_token_id=self.target_tokenizer.end_id,
+                pad_token_id=self.target_tokenizer.pad_id,
+                cache_length=new_tokens + 1,
+                jit_compile=self.jit_compile,
+            )
+        return self._generators[new_tokens]
 
     def __call__(self, texts):
         texts = [str(t) for t in texts]
@@ -260,7 +277,7 @@ class Translator:
             for i, index in enumerate(padded):
                 source[i, : lengths[index]] = rows[index]
             start = np.full((len(padded), 1), self.target_tokenizer.start_id, np.int32)
-            outputs = self.generator(start, encoder_token_ids=source, encoder_padding_mask=source != PAD_ID)
+            outputs = self.generator(width)(start, encoder_token_ids=source, encoder_padding_mask=source != PAD_ID)
             decoded = self.target_tokenizer.detokenize(tf.constant(outputs["token_ids"][:, 1:])).numpy()
             texts_out = [text.decode("utf-8") for text in decoded[: len(chosen)]]
             if self.language is not None:
