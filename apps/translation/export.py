@@ -74,9 +74,9 @@ __all__ = [
     "TFLiteTranslator",
     "TFTEXT_TFLITE_OPS",
     "convert_to_tflite",
+    "custom_ops",
     "evaluate_tflite",
     "read_settings",
-    "custom_ops",
     "write_saved_model",
     "write_tflite",
 ]
