@@ -238,25 +238,27 @@ def test_custom_dataset_by_name_and_fields(tmp_path):
     ],
     ids=["en_de", "en_ja", "summarization", "code"],
 )
-def test_offline_text_corpora(app, dataset, raw_fields):
+def test_offline_text_corpora(app, dataset, raw_fields, small_corpora):
     source = get_source(app, dataset)
-    got = list(tfds.as_numpy(load_examples(app, dataset, split="validation[:5]")))
-    want = raw(source.dataset, "validation[:5]", tfds_sources.corpora_sources.data_dir())
+    data_dir = small_corpora(source.dataset)
+    got = list(tfds.as_numpy(load_examples(app, dataset, split="validation[:5]", data_dir=data_dir)))
+    want = raw(source.dataset, "validation[:5]", data_dir)
     assert len(got) == 5
     assert got == [{field: w[path] for field, path in raw_fields.items()} for w in want]
 
 
-def test_offline_qa_answers_are_spans_of_the_context():
-    got = list(tfds.as_numpy(load_examples("qa", split="test[:20]")))
+def test_offline_qa_answers_are_spans_of_the_context(small_corpora):
+    got = list(tfds.as_numpy(load_examples("qa", split="test[:20]", data_dir=small_corpora("tfsuite_qa"))))
     assert len(got) == 20
     for ex in got:
         context, answer = ex["context"].decode(), ex["answer_text"].decode()
         assert answer and context[ex["answer_start"] : ex["answer_start"] + len(answer)] == answer
 
 
-def test_offline_captions_are_rgb_images_with_sentences():
-    got = list(tfds.as_numpy(load_examples("captioning", split="train[:4]")))
-    want = raw("tfsuite_captions", "train[:4]", tfds_sources.corpora_sources.data_dir())
+def test_offline_captions_are_rgb_images_with_sentences(small_corpora):
+    data_dir = small_corpora("tfsuite_captions")
+    got = list(tfds.as_numpy(load_examples("captioning", split="train[:4]", data_dir=data_dir)))
+    want = raw("tfsuite_captions", "train[:4]", data_dir)
     for g, w in zip(got, want):
         assert g["image"].shape == (128, 128, 3) and g["image"].dtype == np.uint8
         np.testing.assert_array_equal(g["image"], w["image"])
