@@ -50,7 +50,9 @@ class FashionMNISTConfig(TrainConfig):
     """Hyperparameters of the Fashion-MNIST classifier."""
 
     model: str = option("lenet5", f"CNN from layers.cnn_models.build_cnn: {', '.join(MODELS)}")
-    width: typing.Optional[int] = option(None, "ResNet base width (app default 16 for 28x28 images)")
+    width: typing.Optional[int] = option(
+        None, "ResNet base width (app default 16 for 28x28 images); vgg_small first-stage filters (default 16)"
+    )
     small_input: typing.Optional[bool] = option(
         None, "ResNet/DenseNet 3x3 stride-1 stem for small images (app default on)"
     )

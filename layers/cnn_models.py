@@ -1,7 +1,8 @@
 """The CNN architectures of textbook section 2.3 as functional Keras models.
 
-LeNet-5 (1998), AlexNet (2012), VGG-16/19 (2014), ResNet-18/50/152 (2015) and
-DenseNet-121 (2017), built only from tfsuite layers (``layers.convolution``,
+LeNet-5 (1998), AlexNet (2012), VGG-16/19 (2014) and a small VGG-style
+network for 28x28 images, ResNet-18/50/152 (2015) and DenseNet-121 (2017),
+built only from tfsuite layers (``layers.convolution``,
 ``layers.normalization``, ``layers.pooling``, ``layers.perceptron`` and the
 blocks in ``layers.cnn_blocks``). Every builder takes ``input_shape`` and
 ``num_classes`` and returns a ``keras.Model`` whose output is **logits**
@@ -49,6 +50,7 @@ __all__ = [
     "resnet152",
     "vgg16",
     "vgg19",
+    "vgg_small",
 ]
 
 _BN_EPSILON = 1.001e-5  # keras.applications' value for ResNet and DenseNet
@@ -228,6 +230,76 @@ def vgg19(input_shape=(224, 224, 3), num_classes=1000, dropout=0.5, include_top=
     """Section 2.3, VGG-19: as ``vgg16`` with (2, 2, 4, 4, 4) convolutions per
     block (``keras.applications.VGG19``: 143,667,240 parameters)."""
     return _vgg("vgg19", (2, 2, 4, 4, 4), input_shape, num_classes, dropout, include_top)
+
+
+def vgg_small(
+    input_shape=(28, 28, 1),
+    num_classes=10,
+    width=16,
+    convs_per_stage=(1, 2, 2),
+    dropout=0.0,
+    include_top=True,
+):
+    """Section 2.3, VGG's idea at the scale of 28x28 images: stages of stacked
+    3x3 convolutions, ``Conv2D -> BatchNormalization -> ReLU`` each, with
+    ``width * 2**s`` filters in stage ``s`` and a 2x2 max-pool between
+    stages, then global average pooling and a dense classifier.
+
+    With the defaults: 1 conv at 28x28 with ``w`` filters, pool, 2 convs at
+    14x14 with ``2w``, pool, 2 convs at 7x7 with ``4w``. Parameters:
+    ``sum over convs (9 c_in c_out + 4 c_out) + (c_last + 1) num_classes``
+    (convolutions without bias, as batch normalization follows; BN counts
+    gamma, beta and the two moving statistics). On a CPU a full-resolution
+    channel costs several times one at 14x14, hence the single first conv;
+    batch normalization (not in the 2014 paper) lets the stack train in a
+    few epochs.
+
+    Args:
+        input_shape: tuple ``(height, width, channels)``; each pooling needs
+            at least 2x2. Default (28, 28, 1).
+        num_classes: int. Default 10.
+        width: int, filters of the first stage; each later stage doubles
+            them. Default 16.
+        convs_per_stage: tuple of ints, 3x3 convolutions per stage (one
+            stage per entry). Default (1, 2, 2).
+        dropout: float, dropout before the classifier. Default 0.0.
+        include_top: bool, False returns the last stage's feature map.
+
+    Returns:
+        ``keras.Model`` from images to logits ``(batch, num_classes)``.
+
+    Example::
+
+        model = vgg_small((28, 28, 1), 10, width=24)  # 28 -> 14 -> 7, 24/48/96 filters
+    """
+    _check_head_args("vgg_small", num_classes, dropout)
+    width = check_positive_int("vgg_small width", width)
+    convs_per_stage = tuple(convs_per_stage)
+    if not convs_per_stage:
+        raise ValueError("vgg_small convs_per_stage needs at least one stage, got ()")
+    for num_convs in convs_per_stage:
+        check_positive_int("vgg_small convs_per_stage entries", num_convs)
+    inputs = _image_input("vgg_small", input_shape)
+    x = inputs
+    for stage, num_convs in enumerate(convs_per_stage):
+        if stage:
+            _require_window(x, 2, "vgg_small", input_shape, f"pool{stage}")
+            x = MaxPooling2D(2, name=f"pool{stage}")(x)
+        for i in range(num_convs):
+            name = f"block{stage + 1}_conv{i + 1}"
+            x = Conv2D(
+                width * 2**stage,
+                3,
+                padding="same",
+                use_bias=False,
+                kernel_initializer="he_normal",
+                name=name,
+            )(x)
+            x = BatchNormalization(epsilon=_BN_EPSILON, name=f"{name}_bn")(x)
+            x = ReLU(name=f"{name}_relu")(x)
+    if include_top:
+        x = _classifier(x, num_classes, dropout)
+    return keras.Model(inputs, x, name="vgg_small")
 
 
 def _stem(x, filters, small_input, use_bias, prefix, kernel_initializer):
@@ -410,6 +482,7 @@ CNN_BUILDERS = {
     "alexnet": alexnet,
     "vgg16": vgg16,
     "vgg19": vgg19,
+    "vgg_small": vgg_small,
     "resnet18": resnet18,
     "resnet50": resnet50,
     "resnet152": resnet152,
@@ -422,7 +495,7 @@ def build_cnn(name, input_shape, num_classes, **kwargs):
 
     Args:
         name: one of ``CNN_BUILDERS`` (``lenet5``, ``alexnet``, ``vgg16``,
-            ``vgg19``, ``resnet18``, ``resnet50``, ``resnet152``,
+            ``vgg19``, ``vgg_small``, ``resnet18``, ``resnet50``, ``resnet152``,
             ``densenet121``).
         input_shape: tuple ``(height, width, channels)``.
         num_classes: int.

@@ -45,15 +45,17 @@ def test_lenet5_reaches_089(capsys, tmp_path):
 
 
 @pytest.mark.slow
-def test_narrow_resnet18_reaches_092(capsys, tmp_path):
-    # ResNet-18 at width 8 with the 3x3 stride-1 stem keeps the full 28x28
-    # resolution while staying cheap enough for a 2-core CPU. Without
-    # augmentation it overfits (6 epochs: train 0.961, test 0.9187), so the
-    # flip/translate augmentation is on.
+def test_best_cnn_vgg_small_reaches_092(capsys, tmp_path):
+    # Our best CNN per CPU-second: vgg_small (section 2.3, stacked 3x3
+    # Conv-BN-ReLU, 24/48/96 filters, 28 -> 14 -> 7) at full resolution.
+    # Measured 2026-11-29 on this 2-core machine: 8 epochs, training time
+    # 1011.7 s (97-147 s per epoch with the host's load), val 0.9318,
+    # test_accuracy 0.9228. The narrow ResNet-18 (width 8, augmentation,
+    # 8 epochs) reached only 0.9180 in 4009 s under load.
     accuracy = train_and_read_accuracy(
         capsys,
         tmp_path,
-        *("--model", "resnet18", "--width", "8", "--small-input", "--augment"),
-        *("--epochs", "8", "--learning-rate", "2e-3"),
+        *("--model", "vgg_small", "--width", "24"),
+        *("--epochs", "8", "--learning-rate", "2e-3", "--batch-size", "128"),
     )
     assert accuracy >= 0.92

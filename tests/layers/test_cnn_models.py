@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from layers.cnn_blocks import BasicBlock, BottleneckBlock, DenseBlock, TransitionLayer, VGGBlock
-from layers.cnn_models import CNN_BUILDERS, build_cnn, densenet121, lenet5, resnet18, resnet50
+from layers.cnn_models import CNN_BUILDERS, build_cnn, densenet121, lenet5, resnet18, resnet50, vgg_small
 from tests.layer_harness import seeded_array
 
 LOGITS_LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -115,6 +115,33 @@ def test_lenet5_parameter_count_from_formula(input_shape, padding):
     assert tuple(model.output.shape) == (None, 10)
 
 
+@pytest.mark.parametrize(
+    "width, convs_per_stage, classes", [(16, (1, 2, 2), 10), (24, (1, 2, 2), 10), (8, (2, 3), 5)]
+)
+def test_vgg_small_parameter_count_from_formula(width, convs_per_stage, classes):
+    expected, c_in = 0, 1
+    for stage, num_convs in enumerate(convs_per_stage):
+        c_out = width * 2**stage
+        for _ in range(num_convs):
+            expected += conv_params(3, c_in, c_out, bias=False) + bn_params(c_out)
+            c_in = c_out
+    expected += dense_params(c_in, classes)
+    model = vgg_small((28, 28, 1), classes, width=width, convs_per_stage=convs_per_stage)
+    assert model.count_params() == expected
+    assert tuple(model.output.shape) == (None, classes)
+
+
+def test_vgg_small_feature_map_and_layers():
+    model = vgg_small((28, 28, 1), 10, width=24, include_top=False)
+    # 28 -> 14 -> 7 through the two pools; the last stage has 4 * width filters.
+    assert tuple(model.output.shape) == (None, 7, 7, 96)
+    convs = [layer.name for layer in model.layers if layer.name.endswith(("conv1", "conv2"))]
+    assert convs == ["block1_conv1", "block2_conv1", "block2_conv2", "block3_conv1", "block3_conv2"]
+    assert tuple(model.get_layer("block2_conv2").output.shape) == (None, 14, 14, 48)
+    x = seeded_array(2, 28, 28, 1, seed=6)
+    assert tuple(vgg_small()(x).shape) == (2, 10)
+
+
 # --- numerical parity with keras.applications (copied weights) --------------------------------
 
 
@@ -209,7 +236,7 @@ def test_vgg16_equals_keras_vgg16_with_copied_weights():
 
 def test_registry_lists_every_architecture():
     assert sorted(CNN_BUILDERS) == sorted(
-        ["lenet5", "alexnet", "vgg16", "vgg19", "resnet18", "resnet50", "resnet152", "densenet121"]
+        ["lenet5", "alexnet", "vgg16", "vgg19", "vgg_small", "resnet18", "resnet50", "resnet152", "densenet121"]
     )
 
 
@@ -232,6 +259,10 @@ def test_build_cnn_unknown_name_lists_choices():
         ("densenet121", dict(growth_rate=-1), "growth_rate must be a positive integer"),
         ("lenet5", dict(pooling="median"), "pooling must be one of"),
         ("resnet50", dict(dropout=1.0), r"dropout must be in \[0, 1\)"),
+        ("vgg_small", dict(width=0), "vgg_small width must be a positive integer"),
+        ("vgg_small", dict(convs_per_stage=()), "needs at least one stage"),
+        ("vgg_small", dict(convs_per_stage=(1, 0)), "convs_per_stage entries must be a positive integer"),
+        ("vgg_small", dict(input_shape=(2, 2, 1), convs_per_stage=(1, 1, 1)), "too small.*pool2"),
     ],
 )
 def test_builders_reject_bad_arguments(name, kwargs, message):
@@ -272,6 +303,7 @@ def test_small_input_options_and_headless_backbones():
         # cores); the graph path of every block is covered by its SavedModel contract.
         ("resnet18", dict(width=8, small_input=True, dropout=0.2), True),
         ("densenet121", dict(growth_rate=4, small_input=True), True),
+        ("vgg_small", dict(width=8, dropout=0.2), False),
     ],
 )
 def test_one_fit_step_on_28x28_images_gives_finite_loss(name, kwargs, run_eagerly):
