@@ -1,7 +1,7 @@
 """The ``tfsuite`` console script: one command line for every app.
 
     tfsuite train    <app> [--field value ...]               train, keep the best checkpoint, test
-    tfsuite evaluate <app> --checkpoint runs/.../model.keras  test metrics of a checkpoint
+    tfsuite evaluate <app> [--checkpoint runs/.../model.keras] test metrics of a checkpoint (default: the release)
     tfsuite export   <app> --checkpoint ... [--version N]     SavedModel for TF Serving
     tfsuite export   <app> --format tflite                     float and int8 TFLite from the latest release
     tfsuite evaluate <app> --format tflite-int8                test metrics of the exported TFLite model
@@ -55,15 +55,17 @@ def _command_options(command):
         parser.add_argument(
             "--checkpoint",
             help="a .keras file written by `tfsuite train` (runs/<app>/<run>/model.keras); "
-            "required unless --format is a TFLite one",
+            + ("required unless --format tflite" if command == "export" else "default: evaluate the latest release"),
         )
-        formats = ("saved_model", "tflite") if command == "export" else ("keras", *TFLITE_EVALUATE_FORMATS)
+        formats = ("saved_model", "tflite") if command == "export" else ("keras", "saved_model", *TFLITE_EVALUATE_FORMATS)
         parser.add_argument(
             "--format",
             choices=formats,
-            default=formats[0],
+            default="saved_model" if command == "export" else None,
             help="export: a SavedModel from --checkpoint, or float + int8 TFLite models converted from the latest "
-            "release (<models-dir>/<release>/tflite/); evaluate: the checkpoint, or one of those TFLite models",
+            "release (<models-dir>/<release>/tflite/); evaluate: keras (the --checkpoint), saved_model (the latest "
+            "release's serving_default) or one of the release's TFLite models (default: keras with --checkpoint, "
+            "else saved_model)",
         )
     if command in ("evaluate", "export", "serve", "demo"):
         parser.add_argument(
@@ -145,11 +147,15 @@ def _parse(command, app, argv):
         options, rest = _command_options(command).parse_known_args(argv)
     except argparse.ArgumentError as e:
         raise UsageError(str(e)) from None
-    tflite = getattr(options, "format", "").startswith("tflite")
+    if command == "evaluate" and options.format is None:
+        options.format = "keras" if options.checkpoint else "saved_model"
+    tflite = (getattr(options, "format", None) or "").startswith("tflite")
     if tflite and not app.supports_tflite:
         raise UsageError(f"app {app.name} has no TFLite export; --format saved_model (export) or keras (evaluate)")
-    if command in ("evaluate", "export") and not options.checkpoint and not tflite:
-        raise UsageError(f"`tfsuite {command} {app.name}` needs --checkpoint runs/{app.name}/<run>/model.keras")
+    if command == "export" and not options.checkpoint and not tflite:
+        raise UsageError(f"`tfsuite export {app.name}` needs --checkpoint runs/{app.name}/<run>/model.keras")
+    if command == "evaluate" and options.format == "keras" and not options.checkpoint:
+        raise UsageError(f"`tfsuite evaluate {app.name} --format keras` needs --checkpoint runs/{app.name}/<run>/model.keras")
     if command == "serve":
         if rest:
             raise UsageError(f"unknown option(s) {' '.join(rest)}; valid options: --models-dir --port")
@@ -181,6 +187,17 @@ def _run_evaluate(app, options, config):
     if options.format in TFLITE_EVALUATE_FORMATS:
         release = Path(options.models_dir) / app.release_name(config)
         print_metrics(app.evaluate_tflite(release, options.format.split("-")[1], config))
+        return
+    if options.format == "saved_model":
+        from apps.ui import latest_version_dir
+
+        version_dir = latest_version_dir(options.models_dir, app.release_name(config))
+        print(f"evaluating the released SavedModel {version_dir}/ (serving_default) on the test split", flush=True)
+        try:
+            metrics = app.evaluate_saved_model(version_dir, config)
+        except NotImplementedError as e:
+            raise UsageError(str(e)) from None
+        print_metrics(metrics)
         return
     evaluate_checkpoint(app, config, options.checkpoint)
 

@@ -330,7 +330,7 @@ def write_manifest(app_dir, version, entry):
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"versions": {}}
     manifest["versions"][str(version)] = entry
     manifest["latest"] = max(int(v) for v in manifest["versions"])
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    manifest_path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return manifest_path
 
 
@@ -354,7 +354,11 @@ def release_entry(app, config, checkpoint, directory, max_abs_diff, command=None
     """The MANIFEST.json entry of one exported version."""
     run_record_path = Path(checkpoint).parent / "metrics.json"
     run_record = json.loads(run_record_path.read_text()) if run_record_path.is_file() else {}
-    return {
+    # Apps with generation metrics write evaluation.json beside the checkpoint
+    # (scores, metric signatures, data version, decoding settings, examples).
+    evaluation_path = Path(checkpoint).parent / "evaluation.json"
+    evaluation = json.loads(evaluation_path.read_text()) if evaluation_path.is_file() else None
+    entry = {
         "path": directory.name,  # relative to MANIFEST.json, so the release can move
         "checkpoint": str(checkpoint),
         "config": config_to_dict(config),
@@ -372,3 +376,6 @@ def release_entry(app, config, checkpoint, directory, max_abs_diff, command=None
         "max_abs_diff_vs_keras": max_abs_diff,
         "exported": datetime.datetime.now().isoformat(timespec="seconds"),
     }
+    if evaluation is not None:
+        entry["evaluation"] = evaluation
+    return entry

@@ -47,7 +47,8 @@ __all__ = ["TranslationApp", "TranslationConfig", "MAX_INPUT_CHARACTERS"]
 class TranslationConfig(TrainConfig):
     """Hyperparameters of the translation app (defaults: the released en-de model)."""
 
-    epochs: int = option(6, "number of training epochs (of train_steps_per_epoch batches each)")
+    epochs: int = option(5, "number of training epochs (of train_steps_per_epoch batches each)")
+    learning_rate: float = option(1.5e-3, "peak learning rate (after warmup) of Adam")
     patience: int = option(0, "early stopping: epochs without val_loss improvement (0 disables: the cosine schedule sets the length)")
     verbose: int = option(2, "Keras fit verbosity: 1 progress bar, 2 one line per epoch, 0 silent")
 
@@ -55,29 +56,29 @@ class TranslationConfig(TrainConfig):
     dataset: str = option(
         "", "TFDS dataset name, e.g. tfsuite_translation/en_ja or wmt14_translate/de-en (default: --language-pair's)"
     )
-    vocab_size: int = option(8000, "WordPiece vocabulary size per language (learned from the training split)")
+    vocab_size: int = option(4000, "WordPiece vocabulary size per language (learned from the training split)")
     lower_case: bool = option(False, "lower-case and strip accents before WordPiece (hurts cased BLEU)")
     tokenizer_dir: str = option("", "folder with source/ and target/ tokenizers (default: the run folder's)")
     max_source_length: int = option(96, "source tokens incl. [START]/[END]; longer training pairs are left out")
     max_target_length: int = option(96, "target tokens incl. [START]; longer training pairs are left out")
-    batch_tokens: int = option(4096, "padded tokens per training batch (batch_size caps the examples)")
+    batch_tokens: int = option(2048, "padded tokens per training batch (batch_size caps the examples)")
     train_steps_per_epoch: typing.Optional[int] = option(
-        90, "cap an epoch at N batches of freshly shuffled data (checkpoints and val_loss more often); none: the whole split"
+        460, "cap an epoch at N batches of freshly shuffled data (checkpoints and val_loss more often); none: the whole split"
     )
     validation_pairs: typing.Optional[int] = option(
         1000, "validation pairs scored for val_loss each epoch (none: all 3,478)"
     )
     num_layers: int = option(3, "encoder layers and decoder layers (each)")
-    hidden_dim: int = option(256, "d_model")
+    hidden_dim: int = option(192, "d_model")
     num_heads: int = option(4, "attention heads")
-    intermediate_dim: int = option(1024, "position-wise FFN width")
+    intermediate_dim: int = option(768, "position-wise FFN width")
     dropout: float = option(0.1, "dropout rate")
     normalize_first: bool = option(True, "pre-LN layers (stable with a high learning rate) instead of post-LN")
     position_encoding: str = option("learned", "learned or sinusoidal")
     model_max_length: int = option(128, "positions the model supports (learned position table)")
     label_smoothing: float = option(0.1, "label smoothing of the token cross-entropy")
     lr_schedule: str = option("cosine", "cosine (warmup, then cosine decay to 0 over all epochs) or inverse_sqrt")
-    warmup_steps: int = option(100, "linear warmup steps")
+    warmup_steps: int = option(200, "linear warmup steps")
     clipnorm: float = option(1.0, "gradient norm clipping (0 disables)")
     jit_compile: bool = option(False, "compile the training step with XLA (slower on this CPU: measured)")
     beam_size: int = option(4, "beam search width at evaluation (1 is greedy)")
@@ -345,12 +346,19 @@ class TranslationApp(App):
     def write_saved_model(self, model, config, directory):
         from apps.translation.export import write_saved_model
 
+        self._serving_config = config  # serving_outputs (the export check) must use this run's tokenizers
         return write_saved_model(self.export_translator(model, config), directory)
 
     def export_tflite(self, saved_model_dir, output_dir):
         from apps.translation.export import write_tflite
 
         return write_tflite(saved_model_dir, output_dir)
+
+    def evaluate_saved_model(self, version_dir, config):
+        from apps.translation.export import evaluate_saved_model
+
+        sources, references = data_lib.load_texts(config, "test")
+        return evaluate_saved_model(version_dir, sources, references, data_lib.target_language(config))
 
     def evaluate_tflite(self, release_dir, kind, config):
         from apps.translation.export import evaluate_tflite

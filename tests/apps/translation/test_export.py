@@ -31,6 +31,7 @@ from apps.translation.export import (
     TFLiteTranslator,
     TFTEXT_TFLITE_OPS,
     custom_ops,
+    evaluate_saved_model,
     evaluate_tflite,
     read_settings,
     write_saved_model,
@@ -349,6 +350,25 @@ def test_evaluate_tflite_scores_the_models_translations(tflite_paths, export_dir
         evaluate_tflite(export_dir, "int8", SENTENCES, float_translations, "de")
     with pytest.raises(ValueError, match="TFLite model must be one of"):
         evaluate_tflite(export_dir.parent, "int4", SENTENCES, float_translations, "de")
+
+
+def test_evaluate_saved_model_scores_serving_default(export_dir, loaded, capsys):
+    served = _strings(loaded.signatures["serving_default"](sentences=tf.constant(SENTENCES))["translations"])
+    scores = evaluate_saved_model(export_dir, SENTENCES, served, "de", batch_size=3)
+    assert scores == {"bleu": pytest.approx(100.0), "chrf": pytest.approx(100.0)}
+    assert f"SavedModel {export_dir} (beam {NUM_BEAMS}): {len(SENTENCES)} test sentences in" in capsys.readouterr().out
+    with pytest.raises(FileNotFoundError, match="saved_model.pb is missing"):
+        evaluate_saved_model(export_dir.parent, SENTENCES, served, "de")
+
+
+def test_cli_evaluate_without_checkpoint_uses_the_release(tmp_path, capsys):
+    # No release in an empty models dir: the error says how to make one.
+    assert cli.main(["evaluate", "translation", "--models-dir", str(tmp_path)]) == 1
+    assert "no released model under" in capsys.readouterr().err
+    assert cli.main(["evaluate", "translation", "--format", "keras"]) == 2
+    assert "--format keras` needs --checkpoint" in capsys.readouterr().err
+    assert cli.main(["evaluate", "fashion_mnist", "--format", "saved_model"]) == 2
+    assert "cannot evaluate a released SavedModel; pass --checkpoint" in capsys.readouterr().err
 
 
 def test_cli_tflite_export_without_a_release_says_what_to_do(tmp_path, capsys):
