@@ -88,13 +88,13 @@ def test_bad_app_dataset_and_fields_are_explained():
         load_examples("code", "cnn_dailymail", fields={"prompt": "highlights", "code": "body"})
 
 
-def test_missing_data_says_how_to_get_it(tmp_path):
+def test_missing_data_says_how_to_get_it(tmp_path, small_corpora):
     with pytest.raises(DatasetNotPreparedError, match=r"'tfsuite_translation/en_de' is not prepared in .*`tfsuite data build tfsuite_translation`"):
         load_examples("translation", data_dir=tmp_path)
     with pytest.raises(DatasetNotPreparedError, match=r"'squad' is not prepared .*public dataset .*download=True.*this one has none"):
         load_examples("qa", "squad", data_dir=tmp_path)
     with pytest.raises(ValueError, match=r"split 'dev' of 'tfsuite_qa' maps to 'dev', which the dataset does not have \(its splits: \['test', 'train', 'validation'\]\)"):
-        load_examples("qa", split="dev")
+        load_examples("qa", split="dev", data_dir=small_corpora("tfsuite_qa"))
 
 
 # --------------------------------------------------------------------------- real TFDS names, mocked
