@@ -521,16 +521,31 @@ class TFLiteTranslator:
         }
 
 
+def _score(translate_batch, label, sources, references, language, batch_size):
+    """Translate ``sources`` in batches with ``translate_batch`` (list of str -> list of str), print the
+    speed after ``label``, and return ``apps.translation.metrics.corpus_scores`` against ``references``."""
+    import time
+
+    from apps.translation import metrics
+
+    start = time.perf_counter()
+    hypotheses = []
+    for begin in range(0, len(sources), batch_size):
+        hypotheses.extend(translate_batch(sources[begin : begin + batch_size]))
+    seconds = time.perf_counter() - start
+    print(
+        f"{label}: {len(sources)} test sentences in {seconds:.1f} s ({len(sources) / seconds:.1f} sentences/s)",
+        flush=True,
+    )
+    return metrics.corpus_scores(hypotheses, references, language)
+
+
 def evaluate_tflite(release_dir, kind, sources, references, language, batch_size=64):
     """Corpus BLEU and chrF of ``release_dir/tflite``'s ``kind`` (``"float"``/``"int8"``) model on the given pairs.
 
     Prints the number of sentences and the speed; returns
     ``{"bleu": ..., "chrf": ...}`` (``apps.translation.metrics.corpus_scores``).
     """
-    import time
-
-    from apps.translation import metrics
-
     check_choice("TFLite model", kind, tuple(TFLITE_FILES))
     path = Path(release_dir) / TFLITE_FOLDER / TFLITE_FILES[kind]
     if not path.is_file():
@@ -538,17 +553,8 @@ def evaluate_tflite(release_dir, kind, sources, references, language, batch_size
             f"{path} not found; convert the release first: `tfsuite export translation --format tflite`"
         )
     translator = TFLiteTranslator(path)
-    start = time.perf_counter()
-    hypotheses = []
-    for begin in range(0, len(sources), batch_size):
-        hypotheses.extend(translator(sources[begin : begin + batch_size])["translations"])
-    seconds = time.perf_counter() - start
-    print(
-        f"TFLite {kind} ({path.name}, {path.stat().st_size / 1e6:.1f} MB): {len(sources)} test sentences in "
-        f"{seconds:.1f} s ({len(sources) / seconds:.1f} sentences/s)",
-        flush=True,
-    )
-    return metrics.corpus_scores(hypotheses, references, language)
+    label = f"TFLite {kind} ({path.name}, {path.stat().st_size / 1e6:.1f} MB)"
+    return _score(lambda batch: translator(batch)["translations"], label, sources, references, language, batch_size)
 
 
 def evaluate_saved_model(saved_model_dir, sources, references, language, batch_size=64):
@@ -558,24 +564,15 @@ def evaluate_saved_model(saved_model_dir, sources, references, language, batch_s
     graph (the export's beam size and length). Prints the number of sentences
     and the speed; returns ``{"bleu": ..., "chrf": ...}``.
     """
-    import time
-
-    from apps.translation import metrics
-
     saved_model_dir = Path(saved_model_dir)
     if not (saved_model_dir / "saved_model.pb").is_file():
         raise FileNotFoundError(f"no SavedModel in {saved_model_dir}/ (saved_model.pb is missing)")
     settings = read_settings(saved_model_dir)
     serving = tf.saved_model.load(str(saved_model_dir)).signatures["serving_default"]
-    start = time.perf_counter()
-    hypotheses = []
-    for begin in range(0, len(sources), batch_size):
-        batch = tf.constant(sources[begin : begin + batch_size], tf.string)
-        hypotheses += [t.decode("utf-8") for t in serving(sentences=batch)["translations"].numpy()]
-    seconds = time.perf_counter() - start
-    print(
-        f"SavedModel {saved_model_dir} (beam {settings.get('num_beams')}): {len(sources)} test sentences in "
-        f"{seconds:.1f} s ({len(sources) / seconds:.1f} sentences/s)",
-        flush=True,
-    )
-    return metrics.corpus_scores(hypotheses, references, language)
+
+    def translate_batch(batch):
+        outputs = serving(sentences=tf.constant(batch, tf.string))["translations"].numpy()
+        return [t.decode("utf-8") for t in outputs]
+
+    label = f"SavedModel {saved_model_dir} (beam {settings.get('num_beams')})"
+    return _score(translate_batch, label, sources, references, language, batch_size)
