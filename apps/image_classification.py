@@ -226,7 +226,7 @@ class FashionMNISTApp(App):
     def serving_signature(self, config):
         return {"images": tf.TensorSpec((None, *fashion_mnist.IMAGE_SHAPE), tf.float32)}
 
-    def serving_outputs(self, model, inputs):
+    def serving_outputs(self, model, inputs, config):
         return {"probabilities": keras.ops.softmax(model(inputs["images"], training=False), axis=-1)}
 
     def serving_example(self, config):

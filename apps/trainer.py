@@ -288,7 +288,7 @@ def export_saved_model(app, model, config, directory):
     names = list(specs)
 
     def serve(*tensors):
-        return app.serving_outputs(model, dict(zip(names, tensors)))
+        return app.serving_outputs(model, dict(zip(names, tensors)), config)
 
     archive = keras.export.ExportArchive()
     archive.track(model)
@@ -313,7 +313,7 @@ def check_export(app, model, config, directory, inputs):
     """
     reloaded = tf.saved_model.load(str(directory)).signatures["serving_default"]
     served = reloaded(**{name: tf.constant(value) for name, value in inputs.items()})
-    direct = app.serving_outputs(model, {name: tf.constant(value) for name, value in inputs.items()})
+    direct = app.serving_outputs(model, {name: tf.constant(value) for name, value in inputs.items()}, config)
 
     def difference(a, b):
         a, b = np.asarray(a), np.asarray(b)

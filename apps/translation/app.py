@@ -146,7 +146,6 @@ class TranslationApp(App):
     def __init__(self):
         self._tokenizers = {}
         self._pairs = {}
-        self._serving_config = None
         self._releases = None  # set by load_release: the demo tab's models
 
     def default_run_name(self, config):
@@ -332,11 +331,10 @@ class TranslationApp(App):
         )
 
     def serving_signature(self, config):
-        self._serving_config = config
         return {"sentences": tf.TensorSpec((None,), tf.string)}
 
-    def serving_outputs(self, model, inputs):
-        translator = self.export_translator(model, self._serving_config or self.Config())
+    def serving_outputs(self, model, inputs, config):
+        translator = self.export_translator(model, config)
         return translator.serving_default(inputs["sentences"])
 
     def serving_example(self, config):
@@ -346,7 +344,6 @@ class TranslationApp(App):
     def write_saved_model(self, model, config, directory):
         from apps.translation.export import write_saved_model
 
-        self._serving_config = config  # serving_outputs (the export check) must use this run's tokenizers
         return write_saved_model(self.export_translator(model, config), directory)
 
     def export_tflite(self, saved_model_dir, output_dir):

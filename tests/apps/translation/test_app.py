@@ -316,3 +316,17 @@ def test_real_corpus_slice_tokenizes(tmp_path):
     english, german = REAL_LOAD_TEXTS(config, "test")
     assert len(english) == len(german) == 50 and all(english) and all(german)
     assert data_lib.data_version(config) == "tfsuite_translation/en_de:1.0.0"
+
+
+def test_export_through_cli_checks_with_the_runs_own_tokenizers(trained, capsys, tmp_path):
+    # The run is named "tiny": the export check must use its tokenizers, not the default run's.
+    app, config, result, _ = trained
+    assert cli.main(["evaluate", "translation", "--checkpoint", str(result.model_path), "--beam-size", "2"]) == 0
+    capsys.readouterr()
+    status = cli.main(["export", "translation", "--checkpoint", str(result.model_path), "--models-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert status == 0, out[-2000:]
+    assert "reloaded serving_default matches the Keras model: max |difference| = 0.00e+00" in out
+    manifest = json.loads((tmp_path / "translation_en_de" / "MANIFEST.json").read_text(encoding="utf-8"))
+    entry = manifest["versions"]["1"]
+    assert entry["config"]["run_name"] == "tiny" and entry["evaluation"]["beam_size"] == 2
