@@ -86,6 +86,35 @@ class App(abc.ABC):
     def compile_kwargs(self, config) -> dict:
         """Keyword arguments for ``model.compile``: optimizer, loss, metrics."""
 
+    # XLA for the training step, per precision, where it was measured to be faster
+    # (``benchmarks/training.py``); ``--jit-compile`` / ``--no-jit-compile`` override it.
+    xla_faster: ClassVar[dict] = {"float32": False, "mixed_bfloat16": False, "mixed_float16": True}
+
+    def jit_compile(self, config) -> bool:
+        """Whether ``fit`` compiles the step with XLA: ``config.jit_compile``, else :attr:`xla_faster`."""
+        if config.jit_compile is not None:
+            return bool(config.jit_compile)
+        return bool(self.xla_faster.get(config.precision, False))
+
+    def steps_per_epoch(self, config, train) -> int:
+        """Training steps per epoch: ``config.steps_per_epoch``, else the batches of one pass of ``train``.
+
+        The default counts them (the dataset's cardinality, else one pass);
+        apps whose batching makes counting slow compute it instead.
+        """
+        if config.steps_per_epoch is not None:
+            return config.steps_per_epoch
+        import tensorflow as tf
+
+        count = int(train.cardinality())
+        if count == tf.data.INFINITE_CARDINALITY:
+            raise ValueError(f"app {self.name}: the training dataset is infinite; set --steps-per-epoch")
+        if count < 0:
+            count = int(train.reduce(0, lambda n, _: n + 1))
+        if count < 1:
+            raise ValueError(f"app {self.name}: the training split yields no batch")
+        return count
+
     def evaluate(self, model, config) -> dict:
         """Metrics on the test split, keys prefixed ``test_`` (``test_accuracy``, ...).
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from layers.validation import check_choice, check_positive_float, check_positive
 from pipelines.distribute import STRATEGIES
 
 __all__ = [
+    "PRECISIONS",
     "ConfigError",
     "TrainConfig",
     "add_config_arguments",
@@ -45,6 +47,9 @@ __all__ = [
     "save_config",
     "valid_flags",
 ]
+
+
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
 class ConfigError(ValueError):
@@ -75,9 +80,31 @@ class TrainConfig:
     strategy: str = option(
         "auto", f"tf.distribute strategy: {', '.join(STRATEGIES)} (default: auto, see pipelines/distribute.py)"
     )
+    precision: str = option(
+        "float32",
+        "float32, mixed_bfloat16 (bf16 matmuls: CPUs with AVX512-BF16/AMX, TPUs) or mixed_float16 (GPUs, with "
+        "loss scaling); weights stay float32 and the saved model is float32 (default: float32)",
+    )
+    jit_compile: typing.Optional[bool] = option(
+        None, "compile the training step with XLA (default: the app's measured choice for the precision)"
+    )
+    steps_per_epoch: typing.Optional[int] = option(
+        None, "batches per epoch, read from one continuous stream of shuffled passes (none: one pass over the split)"
+    )
+    checkpoint_steps: int = option(
+        0, "also save a resumable checkpoint every N training steps (0: at the end of each epoch only)"
+    )
+    keep_checkpoints: int = option(2, "step checkpoints kept in <run>/checkpoints/ (the newest ones)")
+    average_checkpoints: int = option(
+        0, "final model = the average of the N newest step checkpoints (0 or 1: the best epoch's weights)"
+    )
 
     def __post_init__(self):
         try:
+            for f in dataclasses.fields(self):
+                value = getattr(self, f.name)
+                if isinstance(value, float) and not math.isfinite(value):
+                    raise ValueError(f"{f.name} must be a finite number, got {value!r}")
             check_positive_int("epochs", self.epochs)
             check_positive_int("batch_size", self.batch_size)
             check_positive_float("learning_rate", self.learning_rate)
@@ -88,6 +115,19 @@ class TrainConfig:
             check_choice("verbose", self.verbose, (0, 1, 2))
             if self.strategy not in STRATEGIES:
                 raise ValueError(f"strategy must be one of {list(STRATEGIES)}, got {self.strategy!r}")
+            if self.precision not in PRECISIONS:
+                raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
+            if self.steps_per_epoch is not None:
+                check_positive_int("steps_per_epoch", self.steps_per_epoch)
+            for name in ("checkpoint_steps", "average_checkpoints"):
+                if isinstance(getattr(self, name), bool) or getattr(self, name) < 0:
+                    raise ValueError(f"{name} must be an integer >= 0, got {getattr(self, name)!r}")
+            check_positive_int("keep_checkpoints", self.keep_checkpoints)
+            if self.average_checkpoints > self.keep_checkpoints:
+                raise ValueError(
+                    f"average_checkpoints={self.average_checkpoints} needs keep_checkpoints >= "
+                    f"{self.average_checkpoints} (now {self.keep_checkpoints})"
+                )
         except ValueError as e:
             raise ConfigError(str(e)) from None
 
@@ -125,9 +165,12 @@ def _scalar_parser(kind, optional, flag):
                 return False
             raise argparse.ArgumentTypeError(f"{flag} expects true/false, got {text!r}")
         try:
-            return kind(text)
+            value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{flag} expects {kind.__name__}, got {text!r}") from None
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{flag} expects a finite number, got {text!r}")
+        return value
 
     parse.__name__ = kind.__name__
     return parse

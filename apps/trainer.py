@@ -4,8 +4,8 @@
 run under ``runs/<app>/<run-name>/``::
 
     config.json      the config, as printed at the start of the run
-    backup/          BackupAndRestore state; a rerun of the same command resumes
-                     from the last finished epoch (deleted when training ends)
+    checkpoints/     step checkpoints (apps/checkpoints.py); a rerun of the same
+                     command resumes from the last saved step
     history.csv      one row per epoch (appended across resumed runs)
     best.keras       the checkpoint with the best validation metric
     model.keras      the final model: the best checkpoint's weights
@@ -29,6 +29,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime
 import json
@@ -44,6 +45,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from apps.checkpoints import CheckpointStore, StepCheckpoint
 from apps.config import config_to_dict, print_config, save_config
 from pipelines import distribute
 
@@ -115,8 +117,6 @@ def _best_so_far(history_csv, monitor, mode):
 def _callbacks(app, config, directory, resuming):
     monitor, mode = app.monitor, app.monitor_mode
     callbacks = [
-        # First, so that the state is on disk before any later callback can fail.
-        keras.callbacks.BackupAndRestore(str(directory / "backup")),
         keras.callbacks.ModelCheckpoint(
             str(directory / "best.keras"),
             monitor=monitor,
@@ -145,6 +145,46 @@ def _fit_strategy(config):
     return distribute.make_strategy(config.strategy)
 
 
+@contextlib.contextmanager
+def precision(policy):
+    """Run the block under the Keras dtype policy ``policy`` (``float32``, ``mixed_bfloat16``, ...)."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def _with_cardinality(dataset):
+    """``dataset`` with its number of batches known (counted once if tf.data cannot tell).
+
+    Keras warns that the input "ran out of data" after every pass over a
+    dataset of unknown cardinality (length-bucketed batches), validation included.
+    """
+    if int(dataset.cardinality()) != tf.data.UNKNOWN_CARDINALITY:
+        return dataset
+    count = int(dataset.reduce(np.int64(0), lambda n, _: n + 1))
+    return dataset.apply(tf.data.experimental.assert_cardinality(count))
+
+
+def _segments(initial_step, steps_per_epoch, epochs):
+    """``fit`` calls that continue from ``initial_step``: ``[(initial_epoch, end_epoch, steps, first_step)]``.
+
+    A run resumed in the middle of an epoch first finishes that epoch (its
+    remaining steps), then runs whole epochs, so epoch boundaries (validation,
+    ``history.csv`` rows) fall where an uninterrupted run has them.
+    """
+    epoch, offset = divmod(initial_step, steps_per_epoch)
+    segments = []
+    if epoch < epochs and offset:
+        segments.append((epoch, epoch + 1, steps_per_epoch - offset, initial_step))
+        epoch += 1
+    if epoch < epochs:
+        segments.append((epoch, epochs, steps_per_epoch, epoch * steps_per_epoch))
+    return segments
+
+
 def train(app, config, callbacks=(), command=None):
     """Train ``app`` with ``config``, keep the best checkpoint, evaluate it on the test split.
 
@@ -159,11 +199,20 @@ def train(app, config, callbacks=(), command=None):
     compiled in its scope and the datasets are distributed, ``config.batch_size``
     being the global batch. With ``multiworker`` every worker runs this same
     function; the chief writes the run folder, other workers a
-    ``<task>_<index>`` folder inside it.
+    ``<task>_<index>`` folder inside it. ``config.precision`` sets the Keras
+    dtype policy while training; the saved model is float32.
+
+    The training data is one stream: the app's one-pass training dataset,
+    repeated (each pass reshuffled by its seeded pipeline), ``steps_per_epoch``
+    batches an epoch. Batch ``k`` of the stream depends only on ``k`` and the
+    seed, so a run killed at any point resumes from its last step checkpoint
+    (:mod:`apps.checkpoints`) by skipping the ``k`` batches already trained on:
+    the resumed run trains on the same batches with the same weights,
+    optimizer state and dropout streams as the run it replaces.
 
     Returns:
         :class:`RunResult`. Rerunning with the same run folder after an
-        interruption resumes from the last finished epoch.
+        interruption resumes from the last saved step.
     """
     # First: MultiWorkerMirroredStrategy must exist before any other TensorFlow op runs.
     strategy = _fit_strategy(config)
@@ -174,45 +223,86 @@ def train(app, config, callbacks=(), command=None):
         resolver = strategy.cluster_resolver
         directory = directory / f"{resolver.task_type}_{resolver.task_id}"
     directory.mkdir(parents=True, exist_ok=True)
-    resuming = (directory / "backup" / "training_metadata.json").is_file()
     print_config(config)
-    print(f"run folder: {directory}" + ("  (resuming an interrupted run)" if resuming else ""), flush=True)
     save_config(config, directory / "config.json")
     per_replica = distribute.per_replica_batch_size(config.batch_size, strategy)
     print(
         f"strategy: {distribute.describe(strategy)}; global batch {config.batch_size}"
-        f" = {strategy.num_replicas_in_sync} x {per_replica} per replica",
+        f" = {strategy.num_replicas_in_sync} x {per_replica} per replica; precision {config.precision}",
         flush=True,
     )
 
-    datasets = app.build_datasets(config)
-    with strategy.scope():  # model and optimizer variables are mirrored on every replica
-        model = app.build_model(config)
-        model.compile(**app.compile_kwargs(config))
-    if config.verbose:
-        model.summary()
+    with precision(config.precision):
+        datasets = app.build_datasets(config)
+        steps_per_epoch = app.steps_per_epoch(config, datasets.train)
+        validation = distribute.distribute_dataset(_with_cardinality(datasets.validation), strategy)
+        with strategy.scope():  # model and optimizer variables are mirrored on every replica
+            model = app.build_model(config)
+            compile_kwargs = app.compile_kwargs(config)
+            compile_kwargs.setdefault("jit_compile", app.jit_compile(config))
+            model.compile(**compile_kwargs)
+            model.optimizer.build(model.trainable_variables)  # so a checkpoint restores its state too
+            store = CheckpointStore(directory / "checkpoints", keep=config.keep_checkpoints)
+            restored = store.restore_latest(model)
+        initial_step = restored["step"] if restored else 0
+        resuming = initial_step > 0
+        print(
+            f"run folder: {directory}"
+            + (f"  (resuming at step {initial_step} of {config.epochs * steps_per_epoch})" if resuming else ""),
+            flush=True,
+        )
+        print(
+            f"{steps_per_epoch} steps per epoch, {config.epochs} epochs; XLA {compile_kwargs['jit_compile']}",
+            flush=True,
+        )
+        if config.verbose:
+            model.summary()
 
-    epochs_seen = []
-    record = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: epochs_seen.append(epoch))
-    start = time.perf_counter()
-    history = model.fit(
-        distribute.distribute_dataset(datasets.train, strategy),
-        validation_data=distribute.distribute_dataset(datasets.validation, strategy),
-        epochs=config.epochs,
-        shuffle=False,  # the pipeline shuffles (seeded); fit cannot shuffle a tf.data.Dataset
-        callbacks=[*_callbacks(app, config, directory, resuming), record, *callbacks],
-        verbose=config.verbose,
-    )
-    train_seconds = time.perf_counter() - start
+        epochs_seen = []
+        record = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: epochs_seen.append(epoch))
+        shared = _callbacks(app, config, directory, resuming)
+        history = {}
+        start = time.perf_counter()
+        segments = _segments(initial_step, steps_per_epoch, config.epochs)
+        for index, (initial_epoch, end_epoch, steps, first_step) in enumerate(segments):
+            # First, so that the state is on disk before any later callback can fail.
+            saver = StepCheckpoint(store, config.checkpoint_steps, first_step, steps_per_epoch)
+            # A freshly built pipeline per fit call: a seeded shuffle draws each pass's order
+            # from a generator that lives with the dataset object, so only a new dataset
+            # replays the passes of a fresh process.
+            train_data = datasets.train if index == 0 else app.build_datasets(config).train
+            stream = train_data.repeat().skip(first_step)
+            fitted = model.fit(
+                distribute.distribute_dataset(stream, strategy),
+                validation_data=validation,
+                epochs=end_epoch,
+                initial_epoch=initial_epoch,
+                steps_per_epoch=steps,
+                shuffle=False,  # the pipeline shuffles (seeded); fit cannot shuffle a tf.data.Dataset
+                callbacks=[saver, *shared, record, *callbacks],
+                verbose=config.verbose,
+            )
+            for key, values in fitted.history.items():
+                history.setdefault(key, []).extend(values)
+            if model.stop_training:  # early stopping
+                break
+        train_seconds = time.perf_counter() - start
     print(f"training time: {train_seconds:.1f} s for {len(epochs_seen)} epoch(s)", flush=True)
 
-    best = directory / "best.keras"
-    if best.is_file():
-        model.load_weights(best)
+    # The released model is float32 whatever the training precision: rebuild it and copy the weights.
+    final = app.build_model(config)
+    if config.average_checkpoints > 1:
+        final.set_weights(average_checkpoint_weights(store, model, config.average_checkpoints))
+    else:
+        best = directory / "best.keras"
+        if best.is_file():
+            model.load_weights(best)
+        final.set_weights(model.get_weights())
     model_path = directory / "model.keras"
-    model.save(model_path)
+    final.save(model_path)  # weights and architecture; no optimizer state (resuming reads checkpoints/)
+    final.compile(**app.compile_kwargs(config))  # for evaluate()
 
-    metrics = app.evaluate(model, config)
+    metrics = app.evaluate(final, config)
     print_metrics(metrics)
     record_file = {
         "app": app.name,
@@ -220,20 +310,43 @@ def train(app, config, callbacks=(), command=None):
         "epochs_run": [e + 1 for e in epochs_seen],
         "train_seconds": round(train_seconds, 1),
         "strategy": distribute.describe(strategy),
+        "precision": config.precision,
         "command": command or command_line(),
         "finished": datetime.datetime.now().isoformat(timespec="seconds"),
     }
+    if resuming:
+        record_file["resumed_at_step"] = initial_step
     (directory / "metrics.json").write_text(json.dumps(record_file, indent=2) + "\n")
     return RunResult(
         run_dir=directory,
         model_path=model_path,
         metrics=metrics,
-        history=history.history,
+        history=history,
         initial_epoch=epochs_seen[0] if epochs_seen else config.epochs,
         train_seconds=train_seconds,
         strategy=distribute.describe(strategy),
         replicas=strategy.num_replicas_in_sync,
     )
+
+
+def average_checkpoint_weights(store, model, count):
+    """The mean of the model weights of the ``count`` newest step checkpoints (Vaswani et al.'s averaging).
+
+    ``model`` is only a vessel to load each checkpoint into; its weights are
+    overwritten. Raises :class:`CheckpointError` if fewer than ``count``
+    checkpoints verify.
+    """
+    steps = store.steps()[:count]
+    if len(steps) < count:
+        raise CheckpointError(f"average_checkpoints={count} but {store.directory}/ holds {len(steps)} checkpoint(s)")
+    total = None
+    for step in steps:
+        store.verify(step)
+        model.load_weights(str(store.directory / f"step-{step:08d}.weights.h5"))
+        weights = [np.asarray(w, np.float64) for w in model.get_weights()]
+        total = weights if total is None else [t + w for t, w in zip(total, weights)]
+    print(f"final weights: the average of the checkpoints of steps {sorted(steps)}", flush=True)
+    return [(t / count).astype(w.dtype) for t, w in zip(total, model.get_weights())]
 
 
 def load_checkpoint(path):
@@ -258,7 +371,7 @@ def evaluate_checkpoint(app, config, checkpoint):
     set_seed(config.seed)
     with strategy.scope():
         model = load_checkpoint(checkpoint)
-        if model.optimizer is None or not model.compiled:
+        if getattr(model, "optimizer", None) is None or not model.compiled:
             model.compile(**app.compile_kwargs(config))
     metrics = app.evaluate(model, config)
     print_metrics(metrics)

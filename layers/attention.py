@@ -32,6 +32,7 @@ import math
 import keras
 from keras import ops
 
+from layers.dropout import Dropout
 from layers.validation import check_choice, check_positive_float, check_positive_int, check_rank
 
 __all__ = [
@@ -142,7 +143,7 @@ def scaled_dot_product_attention(query, key, value, mask=None, dropout_layer=Non
         key: ``(..., S, d_k)``.
         value: ``(..., S, d_v)``.
         mask: bool, broadcastable to ``(..., T, S)``; True where allowed.
-        dropout_layer: optional ``keras.layers.Dropout`` applied to the weights.
+        dropout_layer: optional ``layers.dropout.Dropout`` applied to the weights.
         training: passed to the dropout layer.
 
     Returns:
@@ -317,7 +318,7 @@ class ScaledDotProductAttention(keras.layers.Layer):
     def __init__(self, dropout=0.0, **kwargs):
         super().__init__(**kwargs)
         self.dropout = check_positive_float("ScaledDotProductAttention dropout", dropout, allow_zero=True)
-        self.dropout_layer = keras.layers.Dropout(self.dropout) if self.dropout else None
+        self.dropout_layer = Dropout(self.dropout) if self.dropout else None
 
     def build(self, input_shape):
         shapes = _shapes(input_shape)
@@ -474,7 +475,7 @@ class MultiHeadAttention(keras.layers.Layer):
         self.dropout = check_positive_float("MultiHeadAttention dropout", dropout, allow_zero=True)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.dropout_layer = keras.layers.Dropout(self.dropout) if self.dropout else None
+        self.dropout_layer = Dropout(self.dropout) if self.dropout else None
 
     def _projection(self, name, in_dim, heads_dim):
         kernel = self.add_weight(

@@ -20,6 +20,7 @@ from keras import ops
 
 from layers.activations import get_activation
 from layers.attention import MultiHeadAttention, _shapes
+from layers.dropout import Dropout
 from layers.normalization import LayerNormalization
 from layers.perceptron import Dense
 from layers.validation import check_positive_float, check_positive_int, check_rank
@@ -84,7 +85,7 @@ class PositionwiseFeedForward(keras.layers.Layer):
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self._activation_layer = None if activation == "gelu" else get_activation(activation)
-        self.dropout_layer = keras.layers.Dropout(self.dropout) if self.dropout else None
+        self.dropout_layer = Dropout(self.dropout) if self.dropout else None
 
     def build(self, input_shape):
         check_rank("PositionwiseFeedForward", input_shape, 3, "(batch, time, d_model)")
@@ -132,10 +133,14 @@ class _TransformerBlock(keras.layers.Layer):
         normalize_first=False,
         kernel_initializer="glorot_uniform",
         bias_initializer="zeros",
+        activation_dropout=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         name = type(self).__name__
+        self.activation_dropout = None if activation_dropout is None else check_positive_float(
+            f"{name} activation_dropout", activation_dropout, allow_zero=True
+        )
         self.intermediate_dim = check_positive_int(f"{name} intermediate_dim", intermediate_dim)
         self.num_heads = check_positive_int(f"{name} num_heads", num_heads)
         self.dropout = check_positive_float(f"{name} dropout", dropout, allow_zero=True)
@@ -169,11 +174,12 @@ class _TransformerBlock(keras.layers.Layer):
         return layer
 
     def _dropout(self, name):
-        return keras.layers.Dropout(self.dropout, dtype=self.dtype_policy, name=name) if self.dropout else None
+        return Dropout(self.dropout, dtype=self.dtype_policy, name=name) if self.dropout else None
 
     def _feedforward(self, shape):
+        inner = self.dropout if self.activation_dropout is None else self.activation_dropout
         layer = PositionwiseFeedForward(
-            self.intermediate_dim, activation=self.activation, dropout=self.dropout,
+            self.intermediate_dim, activation=self.activation, dropout=inner,
             dtype=self.dtype_policy, name="feedforward", **self._initializers(),
         )
         layer.build(shape)
@@ -202,6 +208,7 @@ class _TransformerBlock(keras.layers.Layer):
             "normalize_first": self.normalize_first,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
             "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+            "activation_dropout": self.activation_dropout,
         }
 
 
@@ -223,6 +230,9 @@ class TransformerEncoderLayer(_TransformerBlock):
         normalize_first: bool, pre-LN (GPT-2) instead of post-LN. Default False.
         kernel_initializer: initializer for all kernels. Default ``"glorot_uniform"``.
         bias_initializer: initializer for all biases. Default ``"zeros"``.
+        activation_dropout: float or None, dropout on the FFN hidden
+            activations (tensor2tensor's "relu dropout"); None uses
+            ``dropout``. keras-hub's layers and GPT-2 have none (0.0). Default None.
 
     Call arguments:
         inputs: ``(batch, T, d_model)``.

@@ -47,7 +47,7 @@ __all__ = ["TranslationApp", "TranslationConfig", "MAX_INPUT_CHARACTERS"]
 class TranslationConfig(TrainConfig):
     """Hyperparameters of the translation app (defaults: the released en-de model)."""
 
-    epochs: int = option(5, "number of training epochs (of train_steps_per_epoch batches each)")
+    epochs: int = option(5, "number of training epochs (of steps_per_epoch batches each)")
     learning_rate: float = option(1.5e-3, "peak learning rate (after warmup) of Adam")
     patience: int = option(0, "early stopping: epochs without val_loss improvement (0 disables: the cosine schedule sets the length)")
     verbose: int = option(2, "Keras fit verbosity: 1 progress bar, 2 one line per epoch, 0 silent")
@@ -62,9 +62,15 @@ class TranslationConfig(TrainConfig):
     max_source_length: int = option(96, "source tokens incl. [START]/[END]; longer training pairs are left out")
     max_target_length: int = option(96, "target tokens incl. [START]; longer training pairs are left out")
     batch_tokens: int = option(2048, "padded tokens per training batch (batch_size caps the examples)")
-    train_steps_per_epoch: typing.Optional[int] = option(
-        460, "cap an epoch at N batches of freshly shuffled data (checkpoints and val_loss more often); none: the whole split"
+    steps_per_epoch: typing.Optional[int] = option(
+        460, "batches per epoch from the continuous stream of shuffled passes (val_loss and checkpoints this often); "
+        "none: one pass"
     )
+    shared_vocab: bool = option(False, "one WordPiece vocabulary learned from both languages (source = target tokenizer)")
+    share_embeddings: bool = option(
+        False, "one embedding matrix for source, target and output (needs --shared-vocab)"
+    )
+    activation_dropout: typing.Optional[float] = option(None, "dropout on the FFN hidden units (none: --dropout)")
     validation_pairs: typing.Optional[int] = option(
         1000, "validation pairs scored for val_loss each epoch (none: all 3,478)"
     )
@@ -80,7 +86,6 @@ class TranslationConfig(TrainConfig):
     lr_schedule: str = option("cosine", "cosine (warmup, then cosine decay to 0 over all epochs) or inverse_sqrt")
     warmup_steps: int = option(200, "linear warmup steps")
     clipnorm: float = option(1.0, "gradient norm clipping (0 disables)")
-    jit_compile: bool = option(False, "compile the training step with XLA (slower on this CPU: measured)")
     beam_size: int = option(4, "beam search width at evaluation (1 is greedy)")
     length_penalty: float = option(1.0, "beam search length normalisation exponent")
     max_new_tokens: int = option(96, "most target tokens generated per sentence at evaluation")
@@ -106,7 +111,7 @@ class TranslationConfig(TrainConfig):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("train_steps_per_epoch", "validation_pairs"):
+        for name in ("validation_pairs",):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ConfigError(f"{name} must be a positive integer or none, got {value!r}")
@@ -126,6 +131,8 @@ class TranslationConfig(TrainConfig):
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.clipnorm < 0 or self.length_penalty < 0:
             raise ConfigError("clipnorm and length_penalty must be >= 0")
+        if self.share_embeddings and not self.shared_vocab:
+            raise ConfigError("--share-embeddings needs --shared-vocab (one vocabulary for both languages)")
         if self.dataset:
             try:
                 data_lib.source_of(self)
@@ -198,9 +205,6 @@ class TranslationApp(App):
             seed=config.seed,
             deterministic=config.deterministic,
         )
-        if training and config.train_steps_per_epoch is not None:
-            # Every epoch reads a new shuffle of the split (reshuffle_each_iteration) up to the cap.
-            ds = ds.repeat().take(config.train_steps_per_epoch)
         return ds
 
     def build_datasets(self, config):
@@ -210,10 +214,10 @@ class TranslationApp(App):
             test=self._dataset(config, "test"),
         )
 
-    def steps_per_epoch(self, config):
-        """Training batches per epoch (exact, from the token lengths; at most ``train_steps_per_epoch``)."""
-        if config.train_steps_per_epoch is not None:
-            return config.train_steps_per_epoch
+    def steps_per_epoch(self, config, train=None):
+        """Training batches per epoch: ``steps_per_epoch``, else one pass (exact, from the token lengths)."""
+        if config.steps_per_epoch is not None:
+            return config.steps_per_epoch
         return data_lib.steps_per_epoch(
             self.pairs(config, "train"), config.batch_size, config.batch_tokens,
             config.max_source_length, config.max_target_length,
@@ -233,6 +237,8 @@ class TranslationApp(App):
             num_heads=config.num_heads,
             intermediate_dim=config.intermediate_dim,
             dropout=config.dropout,
+            activation_dropout=config.activation_dropout,
+            share_embeddings=config.share_embeddings,
             normalize_first=config.normalize_first,
             position_encoding=config.position_encoding,
             name="translation_transformer",
@@ -253,7 +259,6 @@ class TranslationApp(App):
             "optimizer": optimizer,
             "loss": SmoothedSequenceLoss(config.label_smoothing),
             "metrics": [MaskedAccuracy()],
-            "jit_compile": config.jit_compile,
         }
 
     # --- evaluation -----------------------------------------------------------------

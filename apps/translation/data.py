@@ -144,7 +144,7 @@ def _tokenizer_settings(config, side):
     return {
         "kind": "wordpiece",
         "dataset": dataset_name(config),
-        "side": side,
+        "side": "shared" if config.shared_vocab else side,
         "vocab_size": config.vocab_size,
         "lower_case": config.lower_case,
         "limit": config.limit,
@@ -171,6 +171,17 @@ def load_tokenizers(directory):
     return Tokenizers(*(WordpieceTokenizer.load(directory / side) for side in Tokenizers._fields))
 
 
+def _learn(texts, config):
+    """A :class:`WordpieceTokenizer` learned from ``texts`` with the config's size and casing."""
+    vocab = learn_wordpiece_vocab(
+        texts, vocab_size=config.vocab_size, lower_case=config.lower_case, upper_thresh=LEARN_UPPER_THRESHOLD
+    )
+    # The learner keeps whitespace pieces such as "\xa0" (no-break space in
+    # catalogue strings), which the tokenizer rejects; they carry no text.
+    vocab = [token for token in vocab if token and token == token.strip()]
+    return WordpieceTokenizer(vocab, lower_case=config.lower_case)
+
+
 def load_or_learn_tokenizers(config, directory):
     """Tokenizers for ``config``, saved under ``directory`` (the run's ``tokenizers/`` folder).
 
@@ -182,6 +193,20 @@ def load_or_learn_tokenizers(config, directory):
     if all((directory / side).is_dir() for side in Tokenizers._fields):
         return load_tokenizers(directory)
     texts = None
+    if config.shared_vocab:
+        # One vocabulary from both sides' texts: names, numbers and untranslated
+        # terms get the same ids on both sides, so the model can copy them.
+        cache = _cache_dir(config, "shared")
+        if config.limit is None and cache.is_dir():
+            tokenizer = WordpieceTokenizer.load(cache)
+        else:
+            sources, targets = load_texts(config, "train")
+            tokenizer = _learn(sources + targets, config)
+            if config.limit is None:
+                tokenizer.save(cache)
+        for side in Tokenizers._fields:
+            tokenizer.save(directory / side)
+        return load_tokenizers(directory)
     for index, side in enumerate(Tokenizers._fields):
         cache = _cache_dir(config, side)
         if config.limit is None and cache.is_dir():
@@ -189,14 +214,7 @@ def load_or_learn_tokenizers(config, directory):
             continue
         if texts is None:
             texts = load_texts(config, "train")
-        vocab = learn_wordpiece_vocab(
-            texts[index], vocab_size=config.vocab_size, lower_case=config.lower_case,
-            upper_thresh=LEARN_UPPER_THRESHOLD,
-        )
-        # The learner keeps whitespace pieces such as "\xa0" (no-break space in
-        # catalogue strings), which the tokenizer rejects; they carry no text.
-        vocab = [token for token in vocab if token and token == token.strip()]
-        tokenizer = WordpieceTokenizer(vocab, lower_case=config.lower_case)
+        tokenizer = _learn(texts[index], config)
         tokenizer.save(directory / side)
         if config.limit is None:
             tokenizer.save(cache)

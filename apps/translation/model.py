@@ -33,6 +33,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from apps.losses import PAD_ID, MaskedAccuracy, SmoothedSequenceLoss
 from apps.translation.data import restore_spacing
 from layers.generation import TextGenerator
 from layers.samplers import BeamSampler
@@ -48,7 +49,6 @@ __all__ = [
     "translate",
 ]
 
-PAD_ID = 0
 
 
 @keras.saving.register_keras_serializable(package="tfsuite")
@@ -89,74 +89,6 @@ class TranslationModel(Transformer):
             decoder_padding_mask=decoder_padding_mask,
             training=training,
         )
-
-
-@keras.saving.register_keras_serializable(package="tfsuite")
-class SmoothedSequenceLoss(keras.losses.Loss):
-    """Label-smoothed token cross-entropy over non-pad targets (Szegedy et al. 2016; Vaswani et al. 2017).
-
-    ``L = sum_t m_t [(1 - eps) (-log p(y_t)) + eps mean_v(-log p(v))] / sum_t m_t``,
-    ``m_t = [y_t != pad_id]``.
-
-    Args:
-        label_smoothing: float in [0, 1). Default 0.1.
-        pad_id: int, target id that carries no loss. Default 0.
-        name: str. Default ``"smoothed_sequence_loss"``.
-
-    Inputs: ``y_true`` int ``(batch, T)``, ``y_pred`` logits ``(batch, T, vocab)``.
-    Output: scalar.
-    """
-
-    def __init__(self, label_smoothing=0.1, pad_id=PAD_ID, name="smoothed_sequence_loss", **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.label_smoothing = check_positive_float("label_smoothing", label_smoothing, allow_zero=True)
-        if self.label_smoothing >= 1:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
-        self.pad_id = int(pad_id)
-
-    def call(self, y_true, y_pred):
-        log_probs = ops.log_softmax(ops.cast(y_pred, "float32"), axis=-1)
-        y_true = ops.cast(y_true, "int32")
-        nll = -ops.squeeze(ops.take_along_axis(log_probs, ops.expand_dims(y_true, -1), axis=-1), -1)
-        loss = (1.0 - self.label_smoothing) * nll - self.label_smoothing * ops.mean(log_probs, axis=-1)
-        mask = ops.cast(ops.not_equal(y_true, self.pad_id), "float32")
-        return ops.sum(loss * mask) / ops.maximum(ops.sum(mask), 1.0)
-
-    def get_config(self):
-        return {**super().get_config(), "label_smoothing": self.label_smoothing, "pad_id": self.pad_id}
-
-
-@keras.saving.register_keras_serializable(package="tfsuite")
-class MaskedAccuracy(keras.metrics.Metric):
-    """Next-token accuracy over non-pad targets (teacher forcing): a cheap validation signal.
-
-    Args:
-        pad_id: int. Default 0.
-        name: str. Default ``"accuracy"``.
-    """
-
-    def __init__(self, pad_id=PAD_ID, name="accuracy", **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.pad_id = int(pad_id)
-        self.correct = self.add_variable(shape=(), initializer="zeros", name="correct")
-        self.count = self.add_variable(shape=(), initializer="zeros", name="count")
-
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        y_true = ops.cast(y_true, "int32")
-        mask = ops.cast(ops.not_equal(y_true, self.pad_id), "float32")
-        hit = ops.cast(ops.equal(ops.cast(ops.argmax(y_pred, axis=-1), "int32"), y_true), "float32")
-        self.correct.assign_add(ops.sum(hit * mask))
-        self.count.assign_add(ops.sum(mask))
-
-    def result(self):
-        return self.correct / ops.maximum(self.count, 1.0)
-
-    def reset_state(self):
-        self.correct.assign(0.0)
-        self.count.assign(0.0)
-
-    def get_config(self):
-        return {**super().get_config(), "pad_id": self.pad_id}
 
 
 def encode_sources(tokenizer, texts, max_source_length, source_markers=True):

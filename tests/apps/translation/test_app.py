@@ -20,7 +20,8 @@ from apps.registry import get_app
 from apps.trainer import load_checkpoint, train
 from apps.translation import TranslationApp, TranslationConfig
 from apps.translation import data as data_lib
-from apps.translation.model import MaskedAccuracy, SmoothedSequenceLoss, TranslationModel, Translator
+from apps.losses import MaskedAccuracy, SmoothedSequenceLoss
+from apps.translation.model import TranslationModel, Translator
 from layers.generation import TextGenerator
 from layers.samplers import BeamSampler
 from pipelines.corpora import sources
@@ -44,7 +45,7 @@ TINY = dict(
     vocab_size=120, hidden_dim=16, num_heads=2, intermediate_dim=32, num_layers=1, dropout=0.0, batch_size=16,
     batch_tokens=256, max_source_length=16, max_target_length=16, max_new_tokens=8, model_max_length=16,
     beam_size=2, eval_batch_size=8, warmup_steps=2, learning_rate=1e-2, verbose=0, patience=0,
-    train_steps_per_epoch=None, validation_pairs=None,
+    steps_per_epoch=None, validation_pairs=None,
 )
 
 
@@ -186,12 +187,12 @@ def test_restore_spacing_brings_the_round_trip_close_to_the_text(fake_corpus, tm
 
 def test_capped_epochs_read_fresh_shuffles_and_validation_subset(fake_corpus, tmp_path):
     app = TranslationApp()
-    config = TranslationConfig(**{**TINY, "train_steps_per_epoch": 2, "validation_pairs": 10}, runs_dir=str(tmp_path))
+    config = TranslationConfig(**{**TINY, "steps_per_epoch": 2, "validation_pairs": 10}, runs_dir=str(tmp_path))
     datasets = app.build_datasets(config)
     assert app.steps_per_epoch(config) == 2
-    epochs = [[inputs["encoder_inputs"].numpy().tolist() for inputs, _ in datasets.train] for _ in range(2)]
-    assert len(epochs[0]) == len(epochs[1]) == 2
-    assert epochs[0] != epochs[1]  # a new shuffle each epoch, not the same two batches again
+    # The trainer reads epochs of 2 batches from one stream of reshuffled passes.
+    stream = [inputs["encoder_inputs"].numpy().tolist() for inputs, _ in datasets.train.repeat().take(4)]
+    assert stream[:2] != stream[2:]  # the second epoch is new data, not the same two batches again
     assert sum(int(targets.shape[0]) for _, targets in datasets.validation) == 10
 
 
