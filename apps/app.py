@@ -163,7 +163,7 @@ class App(abc.ABC):
     def write_saved_model(self, model, config, directory):
         """Write the release SavedModel yourself; return ``None`` (default) to let the shared exporter.
 
-        The shared exporter (``apps.trainer.export_saved_model``) writes
+        The shared exporter (``apps.export.export_saved_model``) writes
         ``serving_default`` from :meth:`serving_signature` and
         :meth:`serving_outputs`. Apps whose release holds more (translation:
         decoding-option and token signatures, its tokenizers) override this
@@ -190,10 +190,10 @@ class App(abc.ABC):
         """The demo tab's model: a callable from the preprocessed inputs to output arrays, with a ``note``.
 
         Default: the latest version under ``<models_dir>/<name>/``
-        (:class:`apps.ui.ReleasedModel`). Raise ``FileNotFoundError`` saying
+        (:class:`apps.releases.ReleasedModel`). Raise ``FileNotFoundError`` saying
         how to make a release when there is none.
         """
-        from apps.ui import ReleasedModel, latest_version_dir
+        from apps.releases import ReleasedModel, latest_version_dir
 
         return ReleasedModel(latest_version_dir(models_dir, self.name))
 

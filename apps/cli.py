@@ -26,8 +26,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from apps.config import ConfigError, add_config_arguments, load_config, parse_config
-from apps.registry import UnknownAppError, app_names, get_app_class
+# Only the registry at import time: it names the apps without importing them, so
+# `tfsuite --help` answers without loading TensorFlow (seconds). Everything else is
+# imported by the command that needs it.
+from apps.registry import UnknownAppError, app_description, app_names, get_app_class
 
 __all__ = ["main"]
 
@@ -40,12 +42,36 @@ COMMANDS = {
     "data": "build the offline corpora as TFDS datasets (data build [NAME ...]) or list them (data list)",
 }
 DATA_COMMANDS = ("build", "list")
-DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[1] / "saved_models"
+DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[1] / "saved_models"  # also apps.releases.DEFAULT_MODELS_DIR
 TFLITE_EVALUATE_FORMATS = ("tflite-float", "tflite-int8")
+VERBOSE_FLAG = "--verbose"  # before the command: keep TensorFlow's C++ start-up log lines
 
 
 class UsageError(Exception):
     """A command line that cannot run; printed as ``tfsuite: error: ...``, exit status 2."""
+
+
+def _start_tensorflow_quietly():
+    """Import TensorFlow and start its runtime with file descriptor 2 pointed at /dev/null.
+
+    TensorFlow's C++ start-up lines (oneDNN notes, "Could not find cuda
+    drivers", and on machines without a GPU an alarming ``failed call to
+    cuInit`` error) go straight to file descriptor 2, past Python's logging
+    and TF_CPP_MIN_LOG_LEVEL (measured with TF 2.21: the variable no longer
+    silences them). ``tfsuite --verbose <command>`` keeps them.
+    """
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    sys.stderr.flush()
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # the runtime and device start-up, where cuInit is tried
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _command_options(command):
@@ -87,6 +113,8 @@ def _command_options(command):
 
 def _help_parser(command, app_name):
     """``tfsuite <command> <app>`` usage: the command's options and the app config's fields."""
+    from apps.config import add_config_arguments
+
     app_cls = get_app_class(app_name)
     parser = argparse.ArgumentParser(
         prog=f"tfsuite {command} {app_name}",
@@ -115,17 +143,15 @@ def _print_help(command=None, app=None):
         _help_parser(command, app).print_help()
         return
     commands = [command] if command else list(COMMANDS)
-    print("usage: tfsuite <command> <app> [--field value ...]\n")
+    print("usage: tfsuite [--verbose] <command> <app> [--field value ...]\n")
     print("commands:")
     for name in commands:
         print(f"  {name:<9} {COMMANDS[name]}")
     print("\napps:")
     for name in app_names():
-        print(f"  {name:<14} {get_app_class(name).description}")
-    for name in app_names():
-        if command in (None, "train", "evaluate", "export"):
-            print()
-            _help_parser(command or "train", name).print_help()
+        print(f"  {name:<14} {app_description(name)}")
+    print("\nEvery config field of an app is a flag: `tfsuite <command> <app> --help` lists them.")
+    print("--verbose (before the command) keeps TensorFlow's C++ start-up log lines.")
     print("\nexamples:\n  tfsuite train fashion_mnist --model lenet5 --epochs 5")
     print("  tfsuite evaluate fashion_mnist --checkpoint runs/fashion_mnist/lenet5/model.keras")
     print("  tfsuite export fashion_mnist --checkpoint runs/fashion_mnist/lenet5/model.keras")
@@ -143,6 +169,8 @@ def _demo_parser():
 
 def _parse(command, app, argv):
     """Split ``argv`` into the command's options and the app config (with the run's config as base)."""
+    from apps.config import ConfigError, load_config, parse_config
+
     try:
         options, rest = _command_options(command).parse_known_args(argv)
     except argparse.ArgumentError as e:
@@ -189,7 +217,7 @@ def _run_evaluate(app, options, config):
         print_metrics(app.evaluate_tflite(release, options.format.split("-")[1], config))
         return
     if options.format == "saved_model":
-        from apps.ui import latest_version_dir
+        from apps.releases import latest_version_dir
 
         version_dir = latest_version_dir(options.models_dir, app.release_name(config))
         print(f"evaluating the released SavedModel {version_dir}/ (serving_default) on the test split", flush=True)
@@ -203,7 +231,7 @@ def _run_evaluate(app, options, config):
 
 
 def _run_export_tflite(app, options, config):
-    from apps.ui import latest_version_dir
+    from apps.releases import latest_version_dir
 
     release = Path(options.models_dir) / app.release_name(config)
     try:
@@ -220,18 +248,18 @@ def _run_export_tflite(app, options, config):
 
 
 def _run_export(app, options, config):
-    from apps import trainer
+    from apps import export, releases, trainer
 
     if options.format == "tflite":
         _run_export_tflite(app, options, config)
         return
     app_dir = Path(options.models_dir) / app.release_name(config)
-    version = options.version or trainer.next_version(app_dir)
+    version = options.version or releases.next_version(app_dir)
     model = trainer.load_checkpoint(options.checkpoint)
-    directory = trainer.export_saved_model(app, model, config, app_dir / str(version))
-    diff = trainer.check_export(app, model, config, directory, app.serving_example(config))
-    entry = trainer.release_entry(app, config, options.checkpoint, directory, diff, command=options.command)
-    manifest = trainer.write_manifest(app_dir, version, entry)
+    directory = export.export_saved_model(app, model, config, app_dir / str(version))
+    diff = export.check_export(app, model, config, directory, app.serving_example(config))
+    entry = releases.release_entry(app, config, options.checkpoint, directory, diff, command=options.command)
+    manifest = releases.write_manifest(app_dir, version, entry)
     print(f"exported {directory}")
     print(f"reloaded serving_default matches the Keras model: max |difference| = {diff:.2e}")
     print(f"manifest: {manifest}")
@@ -239,7 +267,7 @@ def _run_export(app, options, config):
 
 
 def _print_serving(app, app_dir, port):
-    from apps.trainer import serving_commands
+    from apps.releases import serving_commands
 
     commands = serving_commands(Path(app_dir).name, app_dir, port)  # the release name is the served model's
     specs = app.serving_signature(app.Config())
@@ -252,7 +280,7 @@ def _print_serving(app, app_dir, port):
 
 
 def _run_serve(app, options, config):
-    from apps.trainer import next_version
+    from apps.releases import next_version
 
     app_dir = Path(options.models_dir) / app.release_name(app.Config())
     if next_version(app_dir) == 1:
@@ -267,6 +295,25 @@ def _run_serve(app, options, config):
         )
 
 
+def _check_port(host, port):
+    """UsageError unless ``port`` is a valid TCP port that is free on ``host`` (suggesting a free one)."""
+    import socket
+
+    if not 1 <= port <= 65535:
+        raise UsageError(f"--port must be between 1 and 65535, got {port}")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as free:
+                try:
+                    free.bind((host, 0))
+                    hint = f"; try --port {free.getsockname()[1]} (free now)"
+                except OSError:
+                    hint = ""
+            raise UsageError(f"cannot listen on {host}:{port} ({e.strerror or e}){hint}") from None
+
+
 def _run_demo(argv):
     try:
         options, rest = _demo_parser().parse_known_args(argv)
@@ -274,6 +321,7 @@ def _run_demo(argv):
         raise UsageError(str(e)) from None
     if rest:
         raise UsageError(f"unknown option(s) {' '.join(rest)}; valid options: --host --port --models-dir")
+    _check_port(options.host, options.port)
     from apps.ui import launch
 
     launch(host=options.host, port=options.port, models_dir=options.models_dir)
@@ -363,7 +411,12 @@ def main(argv=None):
     """Entry point of the ``tfsuite`` console script; returns the exit status."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = bool(argv) and argv[0] == VERBOSE_FLAG
+    if verbose:
+        argv = argv[1:]
     wants_help = any(a in ("-h", "--help") for a in argv)
+    from apps.config import ConfigError  # no TensorFlow: config does not import it
+
     try:
         if not argv or argv[0] in ("-h", "--help"):
             _print_help()
@@ -371,6 +424,8 @@ def main(argv=None):
         command, args = argv[0], argv[1:]
         if command not in COMMANDS:
             raise UsageError(f"unknown command {command!r}; commands: {', '.join(COMMANDS)}")
+        if not verbose and not os.environ.get("TFSUITE_VERBOSE"):
+            _start_tensorflow_quietly()
         if command in ("demo", "data"):
             if wants_help:
                 _print_help(command)

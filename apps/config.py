@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from layers.validation import check_choice, check_positive_float, check_positive_int
-from pipelines.distribute import STRATEGIES
 
 __all__ = [
     "PRECISIONS",
@@ -77,8 +76,12 @@ class TrainConfig:
     run_name: str = option("", "run folder under <runs-dir>/<app>/ (default: chosen by the app)")
     runs_dir: str = option("runs", "root folder for checkpoints, logs and configs")
     verbose: int = option(1, "Keras fit verbosity: 1 progress bar, 2 one line per epoch, 0 silent")
+    # The names are pipelines.distribute.STRATEGIES (not imported here: it imports TensorFlow,
+    # and configs are read by `tfsuite --help`); tests/apps/test_config.py checks they agree.
     strategy: str = option(
-        "auto", f"tf.distribute strategy: {', '.join(STRATEGIES)} (default: auto, see pipelines/distribute.py)"
+        "auto",
+        "tf.distribute strategy: auto, default, mirrored, multiworker, tpu, parameter_server "
+        "(default: auto, see pipelines/distribute.py)",
     )
     precision: str = option(
         "float32",
@@ -113,6 +116,8 @@ class TrainConfig:
             if self.patience < 0:
                 raise ValueError(f"patience must be >= 0 (0 disables early stopping), got {self.patience}")
             check_choice("verbose", self.verbose, (0, 1, 2))
+            from pipelines.distribute import STRATEGIES
+
             if self.strategy not in STRATEGIES:
                 raise ValueError(f"strategy must be one of {list(STRATEGIES)}, got {self.strategy!r}")
             if self.precision not in PRECISIONS:

@@ -15,11 +15,20 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["UnknownAppError", "app_names", "get_app", "get_app_class"]
+__all__ = ["UnknownAppError", "app_description", "app_names", "get_app", "get_app_class"]
 
+# name -> ("module:ClassName", one-line description). The descriptions are here, not
+# read from the classes, so `tfsuite --help` lists the apps without importing them
+# (an app imports TensorFlow: seconds). tests/apps/test_cli.py checks they match.
 _APPS = {
-    "fashion_mnist": "apps.image_classification:FashionMNISTApp",
-    "translation": "apps.translation:TranslationApp",
+    "fashion_mnist": (
+        "apps.image_classification:FashionMNISTApp",
+        "classify 28x28 clothing images (10 classes) with LeNet-5 ... DenseNet-121",
+    ),
+    "translation": (
+        "apps.translation:TranslationApp",
+        "translate English to German (or Japanese) with a Transformer and beam search; BLEU, chrF",
+    ),
 }
 
 
@@ -32,11 +41,21 @@ def app_names():
     return sorted(_APPS)
 
 
-def get_app_class(name):
-    """Import and return the App class registered under ``name``."""
+def app_description(name):
+    """The app's one-line description, without importing the app."""
+    _check(name)
+    return _APPS[name][1]
+
+
+def _check(name):
     if name not in _APPS:
         raise UnknownAppError(f"unknown app {name!r}; available apps: {', '.join(app_names())}")
-    module_name, class_name = _APPS[name].split(":")
+
+
+def get_app_class(name):
+    """Import and return the App class registered under ``name``."""
+    _check(name)
+    module_name, class_name = _APPS[name][0].split(":")
     return getattr(importlib.import_module(module_name), class_name)
 
 

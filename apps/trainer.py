@@ -13,9 +13,8 @@ run under ``runs/<app>/<run-name>/``::
     metrics.json     test metrics, epochs, training time and the command
 
 then evaluates ``model.keras`` on the test split and prints each metric on its
-own line (``test_accuracy: 0.9123``). ``export_saved_model`` writes a
-SavedModel with a ``serving_default`` signature in the TF Serving layout
-``saved_models/<app>/<version>/``.
+own line (``test_accuracy: 0.9123``). Releases (``saved_models/<app>/<version>/``)
+are written by ``apps/export.py`` and recorded by ``apps/releases.py``.
 
 Example::
 
@@ -34,7 +33,6 @@ import csv
 import datetime
 import json
 import shlex
-import shutil
 import sys
 import time
 import zipfile
@@ -46,19 +44,18 @@ import numpy as np
 import tensorflow as tf
 
 from apps.checkpoints import CheckpointStore, StepCheckpoint
-from apps.config import config_to_dict, print_config, save_config
+from apps.config import print_config, save_config
 from pipelines import distribute
 
 __all__ = [
     "CheckpointError",
     "RunResult",
+    "average_checkpoint_weights",
     "evaluate_checkpoint",
-    "export_saved_model",
     "load_checkpoint",
-    "next_version",
+    "precision",
     "print_metrics",
     "run_dir",
-    "serving_commands",
     "set_seed",
     "train",
 ]
@@ -353,6 +350,11 @@ def load_checkpoint(path):
     """Load a ``.keras`` checkpoint, with a clear error when it is missing or unreadable."""
     path = Path(path)
     hint = "pass a .keras file written by `tfsuite train` (runs/<app>/<run>/model.keras)"
+    if path.is_dir() and (path / "saved_model.pb").is_file():
+        raise CheckpointError(
+            f"{path} is a SavedModel (a release, what TF Serving loads), not a training checkpoint; {hint}, or "
+            f"evaluate the release itself: `tfsuite evaluate <app> --models-dir <folder holding its release>`"
+        )
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; {hint}")
     if path.suffix != ".keras":
@@ -378,117 +380,3 @@ def evaluate_checkpoint(app, config, checkpoint):
     return metrics
 
 
-def next_version(app_dir):
-    """One more than the largest numeric version folder under ``app_dir`` (1 if none)."""
-    app_dir = Path(app_dir)
-    versions = [int(p.name) for p in app_dir.iterdir() if p.is_dir() and p.name.isdigit()] if app_dir.is_dir() else []
-    return max(versions, default=0) + 1
-
-
-def export_saved_model(app, model, config, directory):
-    """Write ``model`` as a SavedModel whose ``serving_default`` is the app's serving signature.
-
-    The signature takes the inputs ``app.serving_signature(config)`` declares
-    and returns the dict ``app.serving_outputs`` builds, so TF Serving, the
-    Gradio demo and any other client call the same function.
-    """
-    directory = Path(directory)
-    if directory.exists():
-        raise FileExistsError(f"{directory} already exists; choose another --version or remove it")
-    if app.write_saved_model(model, config, directory) is not None:
-        return directory  # the app's own export: more signatures than serving_default (translation)
-    specs = app.serving_signature(config)
-    names = list(specs)
-
-    def serve(*tensors):
-        return app.serving_outputs(model, dict(zip(names, tensors)), config)
-
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint(
-        name="serving_default",
-        fn=serve,
-        input_signature=[tf.TensorSpec(spec.shape, spec.dtype, name=name) for name, spec in specs.items()],
-    )
-    try:
-        archive.write_out(str(directory), verbose=False)
-    except BaseException:
-        shutil.rmtree(directory, ignore_errors=True)
-        raise
-    return directory
-
-
-def check_export(app, model, config, directory, inputs):
-    """Reload the SavedModel and return the largest difference to the Keras model on ``inputs``.
-
-    Numeric outputs: the largest absolute difference. String outputs
-    (translations): the fraction of strings that differ.
-    """
-    reloaded = tf.saved_model.load(str(directory)).signatures["serving_default"]
-    served = reloaded(**{name: tf.constant(value) for name, value in inputs.items()})
-    direct = app.serving_outputs(model, {name: tf.constant(value) for name, value in inputs.items()}, config)
-
-    def difference(a, b):
-        a, b = np.asarray(a), np.asarray(b)
-        if a.dtype == object or b.dtype == object:
-            return float(np.mean(a != b))
-        return float(np.max(np.abs(a - b)))
-
-    return max(difference(served[key].numpy(), direct[key]) for key in direct)
-
-
-def write_manifest(app_dir, version, entry):
-    """Add or replace ``version`` in ``<app_dir>/MANIFEST.json`` (what was released, how, how good)."""
-    manifest_path = Path(app_dir) / "MANIFEST.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"versions": {}}
-    manifest["versions"][str(version)] = entry
-    manifest["latest"] = max(int(v) for v in manifest["versions"])
-    manifest_path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return manifest_path
-
-
-def serving_commands(app_name, app_dir, port=8501):
-    """The TF Serving commands (binary and docker) that serve ``app_dir``'s versions."""
-    base = Path(app_dir).resolve()
-    return {
-        "tensorflow_model_server": (
-            f"tensorflow_model_server --rest_api_port={port} --model_name={app_name} --model_base_path={base}"
-        ),
-        "docker": (
-            f"docker run --rm -p {port}:8501 "
-            f"--mount type=bind,source={base},target=/models/{app_name} "
-            f"-e MODEL_NAME={app_name} -t tensorflow/serving"
-        ),
-        "rest_url": f"http://localhost:{port}/v1/models/{app_name}:predict",
-    }
-
-
-def release_entry(app, config, checkpoint, directory, max_abs_diff, command=None):
-    """The MANIFEST.json entry of one exported version."""
-    run_record_path = Path(checkpoint).parent / "metrics.json"
-    run_record = json.loads(run_record_path.read_text()) if run_record_path.is_file() else {}
-    # Apps with generation metrics write evaluation.json beside the checkpoint
-    # (scores, metric signatures, data version, decoding settings, examples).
-    evaluation_path = Path(checkpoint).parent / "evaluation.json"
-    evaluation = json.loads(evaluation_path.read_text()) if evaluation_path.is_file() else None
-    entry = {
-        "path": directory.name,  # relative to MANIFEST.json, so the release can move
-        "checkpoint": str(checkpoint),
-        "config": config_to_dict(config),
-        "test_metrics": run_record.get("metrics", {}),
-        "train_seconds": run_record.get("train_seconds"),
-        "train_command": run_record.get("command"),
-        "export_command": command or command_line(),
-        "signature": {
-            "name": "serving_default",
-            "inputs": {
-                name: {"dtype": spec.dtype.name, "shape": list(spec.shape)}
-                for name, spec in app.serving_signature(config).items()
-            },
-        },
-        "max_abs_diff_vs_keras": max_abs_diff,
-        "exported": datetime.datetime.now().isoformat(timespec="seconds"),
-    }
-    if evaluation is not None:
-        entry["evaluation"] = evaluation
-    return entry

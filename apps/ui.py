@@ -4,7 +4,9 @@ Each tab is built from the app's declaration: ``ui_inputs`` / ``ui_outputs``
 / ``ui_examples`` for the components, ``load_release`` for the model, and a
 predict function that runs ``app.preprocess`` -> the released SavedModel's
 signature whose inputs are the preprocessed keys (``serving_default``
-usually) -> ``app.postprocess``. The model is the one under
+usually) -> ``app.postprocess``. Generative apps (``app.streaming``) stream
+instead: their tab yields the output after every token, with a Stop button
+(:func:`make_stream`). The model is the one under
 ``saved_models/<app>/<latest version>/`` shipped in git, so a fresh clone runs
 the demo without training, through the same signature TF Serving would serve.
 Bad input (no image, an unreadable file, a sentence too long for the model)
@@ -19,7 +21,6 @@ Example::
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -27,55 +28,10 @@ from pathlib import Path
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # a local demo phones nobody
 
 import gradio as gr  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 from apps.registry import app_names, get_app  # noqa: E402
 
-__all__ = ["ReleasedModel", "build_demo", "guard_input", "latest_version_dir", "launch", "make_predict"]
-
-
-def latest_version_dir(models_dir, app_name):
-    """``<models_dir>/<app_name>/<largest numeric version>/``, or a clear error if none."""
-    app_dir = Path(models_dir) / app_name
-    versions = sorted(int(p.name) for p in app_dir.glob("*") if p.is_dir() and p.name.isdigit())
-    if not versions:
-        raise FileNotFoundError(
-            f"no released model under {app_dir}/; train and export one: "
-            f"`tfsuite train {app_name}` then "
-            f"`tfsuite export {app_name} --checkpoint runs/{app_name}/<run>/model.keras`"
-        )
-    return app_dir / str(versions[-1])
-
-
-class ReleasedModel:
-    """A SavedModel's signatures, called with NumPy arrays.
-
-    A call uses ``serving_default`` when its input names are the keys given,
-    else the signature whose input names are (an app's demo may expose more
-    options than TF Serving clients send, e.g. translation's beam size).
-    """
-
-    def __init__(self, directory):
-        self.directory = Path(directory)
-        self._loaded = tf.saved_model.load(str(self.directory))  # keeps the variables alive
-        self._signature = self._loaded.signatures["serving_default"]
-
-    @property
-    def note(self):
-        """One line about the release for the tab."""
-        return _release_note(self.directory)
-
-    def _signature_for(self, names):
-        signatures = self._loaded.signatures
-        for key in ("serving_default", *sorted(signatures)):
-            if set(signatures[key].structured_input_signature[1]) == names:
-                return signatures[key]
-        raise ValueError(f"{self.directory} has no signature taking exactly {sorted(names)}")
-
-    def __call__(self, inputs):
-        signature = self._signature_for(set(inputs))
-        outputs = signature(**{name: tf.constant(value) for name, value in inputs.items()})
-        return {name: value.numpy() for name, value in outputs.items()}
+__all__ = ["build_demo", "guard_input", "launch", "make_predict", "make_stream"]
 
 
 def make_predict(app, model):
@@ -95,6 +51,34 @@ def make_predict(app, model):
 
     predict.__name__ = f"predict_{app.name}"
     return predict
+
+
+def make_stream(app, releases):
+    """A generative tab's function: a Gradio generator yielding the output after every generated token.
+
+    ``app.preprocess`` turns the UI values into a request; the release's
+    ``stream_*`` signatures run the decode loop step by step
+    (``apps.releases.GenerationReleases.stream``), so the last text yielded is
+    what the non-streaming signature returns. Bad input and an input longer
+    than the model reads are ``gr.Error`` messages; an input mostly unknown to
+    the vocabulary gets a warning beside the output.
+    """
+
+    def stream(*ui_values):
+        try:
+            request = app.preprocess(*ui_values)
+            releases.check(request)
+        except ValueError as e:
+            raise gr.Error(str(e)) from None
+        for index, (text, status) in enumerate(releases.stream(request)):
+            if index == 0 and status == "truncated":
+                raise gr.Error("The text is too long for the model, which would cut it: split it into shorter parts.")
+            if index == 0 and status == "out_of_vocabulary":
+                gr.Warning("Most of this input is unknown to the model's vocabulary: the output is a guess.")
+            yield text
+
+    stream.__name__ = f"stream_{app.name}"
+    return stream
 
 
 def guard_input(component):
@@ -121,18 +105,6 @@ def guard_input(component):
     return component
 
 
-def _release_note(version_dir):
-    """One line about the released version, from its MANIFEST.json entry when there is one."""
-    note = f"Model: `{version_dir.parent.name}/{version_dir.name}`"
-    manifest = version_dir.parent / "MANIFEST.json"
-    if manifest.is_file():
-        entry = json.loads(manifest.read_text()).get("versions", {}).get(version_dir.name, {})
-        metrics = ", ".join(f"{k} {v:.4f}" for k, v in entry.get("test_metrics", {}).items() if "loss" not in k)
-        model = entry.get("config", {}).get("model")
-        note += f" ({model}; {metrics})" if model and metrics else ""
-    return note + "."
-
-
 def build_demo(names=None, models_dir=None, examples_dir=None):
     """Build the ``gr.Blocks`` app: a tab per app with a released model.
 
@@ -141,7 +113,7 @@ def build_demo(names=None, models_dir=None, examples_dir=None):
         models_dir: folder of released models, default the repository's ``saved_models/``.
         examples_dir: where apps may write example files, default a temporary folder.
     """
-    from apps.cli import DEFAULT_MODELS_DIR
+    from apps.releases import DEFAULT_MODELS_DIR
 
     models_dir = Path(models_dir or DEFAULT_MODELS_DIR)
     examples_dir = Path(examples_dir or tempfile.mkdtemp(prefix="tfsuite_examples_"))
@@ -158,15 +130,22 @@ def build_demo(names=None, models_dir=None, examples_dir=None):
                     gr.Markdown(f"**{app.title}**: {e}")
                     continue
                 gr.Markdown(f"{app.description}. {model.note}")
+                streaming = getattr(app, "streaming", False)
                 with gr.Row():
                     with gr.Column():
-                        inputs = [guard_input(component) for component in app.ui_inputs()]
-                        button = gr.Button("Run", variant="primary")
+                        components = app.ui_inputs(model) if streaming else app.ui_inputs()
+                        inputs = [guard_input(component) for component in components]
+                        with gr.Row():
+                            button = gr.Button("Run", variant="primary")
+                            stop = gr.Button("Stop", variant="stop") if streaming else None
                     with gr.Column():
                         outputs = app.ui_outputs()
-                predict = make_predict(app, model)
-                button.click(predict, inputs=inputs, outputs=outputs, api_name=name)
-                examples = app.ui_examples(examples_dir)
+                if streaming:
+                    event = button.click(make_stream(app, model), inputs=inputs, outputs=outputs, api_name=name)
+                    stop.click(None, cancels=[event])
+                else:
+                    button.click(make_predict(app, model), inputs=inputs, outputs=outputs, api_name=name)
+                examples = app.ui_examples(examples_dir, model) if streaming else app.ui_examples(examples_dir)
                 if examples:
                     gr.Examples(examples, inputs=inputs)
     return demo

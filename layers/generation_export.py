@@ -46,7 +46,7 @@ def _generate_fn(generator, model, start_token_id, random):
             prompt = tf.fill([batch, 1], tf.constant(start_token_id, tf.int32))
             return generator.generate_step(
                 prompt, tf.ones([batch], tf.int32), 0 if seed is None else seed,
-                encoder_token_ids=encoder_token_ids, encoder_padding_mask=mask,
+                encoder_inputs={"encoder_inputs": encoder_token_ids, "encoder_padding_mask": mask},
             )
 
     else:

@@ -32,7 +32,7 @@ from layers.position_encoding import LearnedPositionEmbedding, SinusoidalPositio
 from layers.transformer import TransformerDecoderLayer, TransformerEncoderLayer, head_size
 from layers.validation import check_choice, check_positive_float, check_positive_int, check_rank
 
-__all__ = ["TransformerCausalLM", "Transformer", "copy_gpt2_weights"]
+__all__ = ["ENCODER_INPUTS", "TransformerCausalLM", "Transformer", "copy_gpt2_weights", "image_patches"]
 
 _POSITION_ENCODINGS = ("learned", "sinusoidal")
 
@@ -211,8 +211,10 @@ class TransformerCausalLM(_TokenModel):
             x = layer(x, decoder_padding_mask=padding_mask, training=training)
         return self._logits(x, self.token_embeddings, self.final_layer_norm, self.lm_head)
 
-    def build_cache(self, batch_size, cache_length=None):
+    def build_cache(self, batch_size, cache_length=None, encoder_outputs=None):
         """Zero ``((key, value), ...)`` per layer, each ``(batch, heads, cache_length, head_dim)``."""
+        if encoder_outputs is not None:
+            raise ValueError("TransformerCausalLM has no encoder: build_cache takes no encoder_outputs")
         cache_length = cache_length or self.max_length
         return tuple(layer.self_attention.empty_cache(batch_size, cache_length) for layer in self.decoder_layers)
 
@@ -225,7 +227,7 @@ class TransformerCausalLM(_TokenModel):
             new_cache.append(layer_cache)
         return self._logits(x, self.token_embeddings, self.final_layer_norm, self.lm_head), tuple(new_cache)
 
-    def generation_logits(self, token_ids, context):
+    def generation_logits(self, token_ids, context=None):
         """Logits of the whole sequence, recomputed from scratch (no cache)."""
         return self(token_ids)
 
@@ -242,6 +244,27 @@ class TransformerCausalLM(_TokenModel):
         }
 
 
+ENCODER_INPUTS = ("tokens", "features", "image")
+
+
+def image_patches(images, patch_size):
+    """``(batch, H, W, C)`` pixels -> ``(batch, (H/p)(W/p), p*p*C)`` non-overlapping patches, row-major.
+
+    Reshape and transpose only (TFLite built-ins); ``H`` and ``W`` must be
+    multiples of ``patch_size``.
+    """
+    height, width, channels = images.shape[1], images.shape[2], images.shape[3]
+    if None in (height, width, channels) or height % patch_size or width % patch_size:
+        raise ValueError(
+            f"images must have a known (height, width, channels), both sides multiples of patch_size={patch_size}; "
+            f"got shape {tuple(images.shape)}"
+        )
+    rows, cols = height // patch_size, width // patch_size
+    x = ops.reshape(images, (-1, rows, patch_size, cols, patch_size, channels))
+    x = ops.transpose(x, (0, 1, 3, 2, 4, 5))
+    return ops.reshape(x, (-1, rows * cols, patch_size * patch_size * channels))
+
+
 @keras.saving.register_keras_serializable(package="tfsuite")
 class Transformer(_TokenModel):
     """Section 5.1, the encoder-decoder Transformer (Vaswani et al., 2017).
@@ -250,8 +273,17 @@ class Transformer(_TokenModel):
     ``logits = Decoder^N(Embed(tgt) + PE, enc) E^T``: post-LN layers, sinusoidal
     position encoding and ReLU FFN by default, as in the paper.
 
+    The encoder reads what ``encoder_input`` says, so one model and one
+    generation engine serve text, images and audio features:
+
+    - ``"tokens"``: int ids ``(batch, S)``, embedded (translation, summarization);
+    - ``"features"``: float vectors ``(batch, S, encoder_feature_dim)``,
+      projected to ``d_model`` (log-mel frames, any precomputed features);
+    - ``"image"``: pixels ``(batch, H, W, C)``, cut into ``patch_size`` squares
+      that are flattened and projected (the patch embedding of ViT, section 7.2).
+
     Args:
-        encoder_vocab_size: int, source vocabulary size.
+        encoder_vocab_size: int, source vocabulary size (None unless ``encoder_input="tokens"``).
         decoder_vocab_size: int, target vocabulary size.
         max_length: int, longest source or target sequence (learned position
             embedding size and the default KV-cache length).
@@ -272,9 +304,15 @@ class Transformer(_TokenModel):
         share_embeddings: bool, one embedding matrix for source and target
             tokens (a joint vocabulary; with ``tie_embeddings`` also the output
             projection: the three-way tying of Press & Wolf 2017). Default False.
+        encoder_input: ``"tokens"`` (default), ``"features"`` or ``"image"``.
+        encoder_feature_dim: int, feature size for ``"features"``; channels
+            for ``"image"`` (default 3).
+        patch_size: int, patch side for ``"image"``.
 
     Call arguments:
-        inputs: ``[encoder_token_ids (batch, S), decoder_token_ids (batch, T)]``.
+        inputs: ``[encoder_inputs, decoder_token_ids (batch, T)]``, or the
+            pipeline's dict ``{"encoder_inputs", "decoder_token_ids"}`` with
+            optional ``"encoder_padding_mask"`` / ``"decoder_padding_mask"``.
         encoder_padding_mask: bool ``(batch, S)`` or None.
         decoder_padding_mask: bool ``(batch, T)`` or None.
 
@@ -283,6 +321,9 @@ class Transformer(_TokenModel):
     Example:
     >>> model = Transformer(encoder_vocab_size=50, decoder_vocab_size=60, max_length=16)
     >>> model([np.ones((2, 10), "int32"), np.ones((2, 7), "int32")]).shape
+    (2, 7, 60)
+    >>> captioner = Transformer(None, 60, 32, encoder_input="image", patch_size=4)
+    >>> captioner([np.zeros((2, 16, 16, 3), "float32"), np.ones((2, 7), "int32")]).shape
     (2, 7, 60)
     """
 
@@ -306,10 +347,17 @@ class Transformer(_TokenModel):
         layer_norm_epsilon=1e-5,
         activation_dropout=None,
         share_embeddings=False,
+        encoder_input="tokens",
+        encoder_feature_dim=None,
+        patch_size=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.encoder_vocab_size = check_positive_int("Transformer encoder_vocab_size", encoder_vocab_size)
+        self.encoder_input = check_choice("Transformer encoder_input", encoder_input, ENCODER_INPUTS)
+        tokens = self.encoder_input == "tokens"
+        self.encoder_vocab_size = (
+            check_positive_int("Transformer encoder_vocab_size", encoder_vocab_size) if tokens else None
+        )
         self.decoder_vocab_size = check_positive_int("Transformer decoder_vocab_size", decoder_vocab_size)
         self.vocab_size = self.decoder_vocab_size
         self.num_encoder_layers = check_positive_int("Transformer num_encoder_layers", num_encoder_layers)
@@ -320,6 +368,19 @@ class Transformer(_TokenModel):
                 f"Transformer share_embeddings needs one vocabulary for both sides, got encoder_vocab_size="
                 f"{encoder_vocab_size} and decoder_vocab_size={decoder_vocab_size}"
             )
+        self.patch_size = None
+        self.encoder_feature_dim = None
+        if self.encoder_input == "features":
+            if encoder_feature_dim is None:
+                raise ValueError("Transformer encoder_input='features' needs encoder_feature_dim")
+            self.encoder_feature_dim = check_positive_int("Transformer encoder_feature_dim", encoder_feature_dim)
+        elif self.encoder_input == "image":
+            if patch_size is None:
+                raise ValueError("Transformer encoder_input='image' needs patch_size")
+            self.patch_size = check_positive_int("Transformer patch_size", patch_size)
+            self.encoder_feature_dim = check_positive_int(
+                "Transformer encoder_feature_dim (image channels)", encoder_feature_dim or 3
+            )
         self._init_common(
             max_length, hidden_dim, num_heads, intermediate_dim, dropout, activation, normalize_first,
             position_encoding, tie_embeddings, layer_norm_epsilon, activation_dropout,
@@ -328,6 +389,7 @@ class Transformer(_TokenModel):
         self.decoder_position = self._position_layer("decoder_position")
         self.encoder_dropout = Dropout(self.dropout) if self.dropout else None
         self.decoder_dropout = Dropout(self.dropout) if self.dropout else None
+        self.encoder_projection = None if tokens else Dense(self.hidden_dim, name="encoder_projection")
         self.encoder_layers = [
             TransformerEncoderLayer(**self._layer_kwargs, name=f"encoder_layer_{i}")
             for i in range(self.num_encoder_layers)
@@ -343,10 +405,14 @@ class Transformer(_TokenModel):
 
     def build(self, input_shape=None):
         self.decoder_embeddings = self._embedding_weight("decoder_embeddings", self.decoder_vocab_size)
-        self.encoder_embeddings = (
-            self.decoder_embeddings if self.share_embeddings
-            else self._embedding_weight("encoder_embeddings", self.encoder_vocab_size)
-        )
+        if self.encoder_input == "tokens":
+            self.encoder_embeddings = (
+                self.decoder_embeddings if self.share_embeddings
+                else self._embedding_weight("encoder_embeddings", self.encoder_vocab_size)
+            )
+        else:
+            patch = self.patch_size or 1
+            self.encoder_projection.build((None, None, patch * patch * self.encoder_feature_dim))
         sequence = (None, None, self.hidden_dim)
         self.encoder_position.build(sequence)
         self.decoder_position.build(sequence)
@@ -358,22 +424,49 @@ class Transformer(_TokenModel):
             if layer is not None:
                 layer.build(sequence)
 
-    def encode(self, encoder_token_ids, encoder_padding_mask=None, training=None):
-        """Encoder output ``(batch, S, hidden_dim)``."""
-        _check_token_ids("Transformer", encoder_token_ids, "encoder_token_ids")
-        x = self._embed(
-            self.encoder_embeddings, self.encoder_position, self.encoder_dropout, encoder_token_ids, 0, training
-        )
+    # -- encoder ------------------------------------------------------------------------------
+
+    def encode(self, encoder_inputs, encoder_padding_mask=None, training=None):
+        """The encoder: ``encoder_inputs`` -> ``(sequence (batch, S, hidden_dim), padding_mask (batch, S))``.
+
+        ``encoder_inputs`` is what ``encoder_input`` names (token ids, feature
+        vectors or pixels), or a dict holding it as ``"encoder_inputs"`` and
+        optionally ``"encoder_padding_mask"`` (the training batch's features
+        fit). Without a mask every position is real.
+        """
+        if isinstance(encoder_inputs, dict):
+            if "encoder_inputs" not in encoder_inputs:
+                raise ValueError(
+                    f"Transformer.encode expects a dict with 'encoder_inputs', got keys {sorted(encoder_inputs)}"
+                )
+            encoder_padding_mask = encoder_inputs.get("encoder_padding_mask", encoder_padding_mask)
+            encoder_inputs = encoder_inputs["encoder_inputs"]
+        if self.encoder_input == "tokens":
+            _check_token_ids("Transformer", encoder_inputs, "encoder token ids")
+            x = ops.take(self.encoder_embeddings, ops.cast(encoder_inputs, "int32"), axis=0)
+        elif self.encoder_input == "features":
+            check_rank("Transformer encoder features", encoder_inputs.shape, 3, "(batch, time, features)")
+            x = self.encoder_projection(encoder_inputs)
+        else:
+            check_rank("Transformer encoder images", encoder_inputs.shape, 4, "(batch, height, width, channels)")
+            x = self.encoder_projection(image_patches(ops.cast(encoder_inputs, self.compute_dtype), self.patch_size))
+        if encoder_padding_mask is None:
+            encoder_padding_mask = ops.ones(ops.shape(x)[:2], "bool")
+        encoder_padding_mask = ops.cast(encoder_padding_mask, "bool")
+        x = x + self.encoder_position(x, start_index=0)
+        if self.encoder_dropout is not None:
+            x = self.encoder_dropout(x, training=training)
         for layer in self.encoder_layers:
             x = layer(x, padding_mask=encoder_padding_mask, training=training)
-        return x if self.encoder_final_norm is None else self.encoder_final_norm(x)
+        x = x if self.encoder_final_norm is None else self.encoder_final_norm(x)
+        return x, encoder_padding_mask
 
-    def call(self, inputs, encoder_padding_mask=None, decoder_padding_mask=None, training=None):
-        if not isinstance(inputs, (list, tuple)) or len(inputs) != 2:
-            raise ValueError("Transformer expects inputs [encoder_token_ids, decoder_token_ids]")
-        encoder_token_ids, decoder_token_ids = inputs
+    # -- decoder ------------------------------------------------------------------------------
+
+    def decode(self, decoder_token_ids, encoder_outputs, decoder_padding_mask=None, training=None):
+        """Decoder logits ``(batch, T, vocab)`` of ``decoder_token_ids`` over :meth:`encode`'s ``(sequence, mask)``."""
         _check_token_ids("Transformer", decoder_token_ids, "decoder_token_ids")
-        encoded = self.encode(encoder_token_ids, encoder_padding_mask, training=training)
+        encoded, encoder_padding_mask = encoder_outputs
         x = self._embed(
             self.decoder_embeddings, self.decoder_position, self.decoder_dropout, decoder_token_ids, 0, training
         )
@@ -384,22 +477,39 @@ class Transformer(_TokenModel):
             )
         return self._logits(x, self.decoder_embeddings, self.decoder_final_norm, self.lm_head)
 
-    def build_cache(self, batch_size, cache_length=None, encoder_token_ids=None, encoder_padding_mask=None):
-        """``(self_caches, cross_caches, encoder_padding_mask)``.
+    def call(self, inputs, encoder_padding_mask=None, decoder_padding_mask=None, training=None):
+        if isinstance(inputs, dict):
+            missing = {"encoder_inputs", "decoder_token_ids"} - set(inputs)
+            if missing:
+                raise ValueError(
+                    "Transformer expects a dict with 'encoder_inputs' and 'decoder_token_ids' (and optional "
+                    f"'encoder_padding_mask', 'decoder_padding_mask'), missing {sorted(missing)}"
+                )
+            encoder_inputs, decoder_token_ids = inputs, inputs["decoder_token_ids"]
+            decoder_padding_mask = inputs.get("decoder_padding_mask", decoder_padding_mask)
+        elif isinstance(inputs, (list, tuple)) and len(inputs) == 2:
+            encoder_inputs, decoder_token_ids = inputs
+        else:
+            raise ValueError("Transformer expects inputs [encoder_inputs, decoder_token_ids] or a dict of them")
+        encoded = self.encode(encoder_inputs, encoder_padding_mask, training=training)
+        return self.decode(decoder_token_ids, encoded, decoder_padding_mask, training=training)
 
-        Runs the encoder once and projects its output into every decoder
-        layer's cross-attention keys and values.
+    # -- generation (layers/generation.py) ------------------------------------------------------
+
+    def build_cache(self, batch_size, cache_length=None, encoder_outputs=None):
+        """``(self_caches, cross_caches, encoder_padding_mask)`` for :meth:`call_with_cache`.
+
+        ``encoder_outputs`` is :meth:`encode`'s ``(sequence, mask)``; its
+        sequence is projected once into every decoder layer's cross-attention
+        keys and values.
         """
-        if encoder_token_ids is None:
-            raise ValueError("Transformer.build_cache needs encoder_token_ids")
+        if encoder_outputs is None:
+            raise ValueError("Transformer.build_cache needs encoder_outputs: (sequence, mask) from encode()")
+        encoded, encoder_padding_mask = encoder_outputs
         cache_length = cache_length or self.max_length
-        if encoder_padding_mask is None:
-            encoder_padding_mask = ops.ones(ops.shape(encoder_token_ids), "bool")
-        encoder_padding_mask = ops.cast(encoder_padding_mask, "bool")
-        encoded = self.encode(encoder_token_ids, encoder_padding_mask)
         self_caches = tuple(layer.self_attention.empty_cache(batch_size, cache_length) for layer in self.decoder_layers)
         cross_caches = tuple(layer.cross_attention.compute_key_value(encoded) for layer in self.decoder_layers)
-        return self_caches, cross_caches, encoder_padding_mask
+        return self_caches, cross_caches, ops.cast(encoder_padding_mask, "bool")
 
     def call_with_cache(self, token_ids, cache, cache_index):
         """Decoder logits of ``token_ids`` placed at ``cache_index`` and the updated cache."""
@@ -425,10 +535,8 @@ class Transformer(_TokenModel):
         return _take_rows(self_caches, rows), cross_caches, encoder_padding_mask
 
     def generation_logits(self, token_ids, context):
-        """Decoder logits of the whole sequence, encoder included, without a cache."""
-        return self(
-            [context["encoder_token_ids"], token_ids], encoder_padding_mask=context.get("encoder_padding_mask")
-        )
+        """Decoder logits of the whole sequence without a cache; ``context`` is :meth:`encode`'s output."""
+        return self.decode(token_ids, context)
 
     def get_config(self):
         return {
@@ -438,6 +546,9 @@ class Transformer(_TokenModel):
             "num_encoder_layers": self.num_encoder_layers,
             "num_decoder_layers": self.num_decoder_layers,
             "share_embeddings": self.share_embeddings,
+            "encoder_input": self.encoder_input,
+            "encoder_feature_dim": self.encoder_feature_dim,
+            "patch_size": self.patch_size,
             **self._common_config(),
         }
 

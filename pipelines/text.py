@@ -23,7 +23,7 @@ same batches (tests); ``False`` lets a slow element be overtaken (training).
 
 Functions:
 
-* :func:`make_seq2seq_dataset`: ``({"encoder_token_ids", "encoder_padding_mask",
+* :func:`make_seq2seq_dataset`: ``({"encoder_inputs", "encoder_padding_mask",
   "decoder_token_ids", "decoder_padding_mask"}, targets)`` with
   ``decoder_token_ids = [START] + y`` and ``targets = y + [END]``.
 * :func:`make_lm_dataset`: ``({"token_ids", "padding_mask"}, targets)``, the
@@ -54,6 +54,7 @@ import tensorflow as tf
 
 __all__ = [
     "add_start_end",
+    "bucket_batch_sizes",
     "drop_ids",
     "make_lm_dataset",
     "make_seq2seq_dataset",
@@ -164,6 +165,21 @@ def _plain_tensors(example):
     return {key: value.flat_values if isinstance(value, tf.RaggedTensor) else value for key, value in example.items()}
 
 
+def bucket_batch_sizes(buckets, batch_size, batch_tokens=None):
+    """Examples per batch for each bucket of ``bucket_by_sequence_length`` (one more than ``buckets``).
+
+    With ``batch_tokens`` a bucket holds ``min(batch_size, batch_tokens // L)``
+    examples (at least 1), ``L`` its longest length (twice the last boundary
+    for the open-ended last bucket): batches of about the same number of
+    padded tokens, so short-sentence batches are not tiny and long ones do not
+    blow up memory. Without it every bucket holds ``batch_size``.
+    """
+    if batch_tokens is None:
+        return [batch_size] * (len(buckets) + 1)
+    lengths = [*buckets, 2 * buckets[-1]]
+    return [max(1, min(batch_size, batch_tokens // length)) for length in lengths]
+
+
 def _assemble(
     examples,
     tokenize_fn,
@@ -179,14 +195,18 @@ def _assemble(
     shuffle_buffer,
     tokenize_batch_size,
     drop_remainder,
+    filter_fn=None,
+    batch_tokens=None,
 ):
-    """Shared stages 1-4: tokenize in batches, cache, shuffle, bucket or pad. Elements: dicts of padded ids."""
+    """Shared stages 1-4: tokenize in batches, (filter), cache, shuffle, bucket or pad. Elements: dicts of padded ids."""
     # The map functions only chain tensor ops: skipping autograph saves seconds of tracing per pipeline.
     tokenize_fn = tf.autograph.experimental.do_not_convert(tokenize_fn)
     ds = examples.batch(tokenize_batch_size).map(tokenize_fn, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     # unbatch() leaves ragged specs of ragged_rank 0; the identity map turns them into the plain
     # TensorSpecs that padded_batch and bucket_by_sequence_length require.
     ds = ds.unbatch().map(_plain_tensors)
+    if filter_fn is not None:
+        ds = ds.filter(tf.autograph.experimental.do_not_convert(filter_fn))
     if cache:
         ds = ds.cache(cache if isinstance(cache, str) else "")
     if shuffle:
@@ -197,7 +217,7 @@ def _assemble(
         ds = ds.bucket_by_sequence_length(
             element_length_func=tf.autograph.experimental.do_not_convert(length_fn),
             bucket_boundaries=[b + 1 for b in buckets],  # boundaries are exclusive upper bounds
-            bucket_batch_sizes=[batch_size] * (len(buckets) + 1),
+            bucket_batch_sizes=bucket_batch_sizes(buckets, batch_size, batch_tokens),
             padded_shapes=padded_shapes,
             padding_values=values,
             drop_remainder=drop_remainder,
@@ -224,6 +244,10 @@ def make_seq2seq_dataset(
     max_source_length=128,
     max_target_length=128,
     *,
+    preprocessor=None,
+    source_markers=False,
+    long_pairs="truncate",
+    batch_tokens=None,
     shuffle=True,
     seed=0,
     deterministic=False,
@@ -235,21 +259,34 @@ def make_seq2seq_dataset(
 ):
     """Batches of an encoder-decoder model's inputs and targets from a dataset of text pairs.
 
+    The one seq2seq builder of the suite: the apps pass their
+    ``pipelines.preprocessing.TextPreprocessor`` (its tokenizers, lengths and
+    ``[START]``/``[END]`` rule), so training sees exactly what the exported
+    graph and the Python decoder feed the model.
+
     Args:
         ds: ``tf.data.Dataset`` of dicts with scalar string fields
             ``source_key`` and ``target_key`` (for example ``tfds.load(...)`` or
             ``pipelines.tfds_sources.load_examples``).
         source_key, target_key: str, defaults ``"source"``, ``"target"``.
-        source_tokenizer, target_tokenizer: tokenizers (required).
-        batch_size: int, default 64.
-        max_source_length: int, default 128. Source ids kept (no [START]/[END] on the source).
+        source_tokenizer, target_tokenizer: tokenizers (unless ``preprocessor``).
+        batch_size: int, default 64. Examples per batch (at most, with ``batch_tokens``).
+        max_source_length: int, default 128. Length of ``encoder_inputs``
+            (``[START]``/``[END]`` included when ``source_markers``).
         max_target_length: int >= 2, default 128. Length of ``decoder_token_ids``
             and ``targets``: ``y`` is cut to ``max_target_length - 1`` ids first.
+        preprocessor: a ``TextPreprocessor``: tokenizers, ``source_length``,
+            ``target_length`` and ``source_markers`` come from it. Default None.
+        source_markers: bool, default False. ``[START] x [END]`` as the encoder input.
+        long_pairs: ``"truncate"`` (default) cuts a side to its length;
+            ``"drop"`` leaves the pair out (a cut pair teaches a misaligned output).
+        batch_tokens: int or None. Padded-token budget per batch (see
+            :func:`bucket_batch_sizes`); needs ``buckets``.
         shuffle: bool, default True. Seeded shuffle, reshuffled each epoch.
         seed: int or None, default 0.
         deterministic: bool, default False. Keep element order in parallel maps.
         buckets: increasing ints or None. Length boundaries (inclusive) of
-            ``bucket_by_sequence_length`` on ``max(len(source), len(target) + 1)``:
+            ``bucket_by_sequence_length`` on ``max(len(encoder_inputs), len(decoder_token_ids))``:
             ``(16, 32)`` batches lengths 1-16, 17-32 and longer separately,
             each padded to its own longest. None: one ``padded_batch``.
         cache: bool or str, default False. Cache the tokenized pairs in memory (True) or a file.
@@ -259,35 +296,56 @@ def make_seq2seq_dataset(
 
     Returns:
         ``tf.data.Dataset`` of ``(features, targets)``: ``features`` has
-        ``encoder_token_ids`` int32 ``(batch, S)``, ``encoder_padding_mask``
+        ``encoder_inputs`` int32 ``(batch, S)``, ``encoder_padding_mask``
         bool ``(batch, S)``, ``decoder_token_ids`` int32 ``(batch, T)`` (``[START] + y``),
         ``decoder_padding_mask`` bool ``(batch, T)``; ``targets`` int32
         ``(batch, T)`` (``y + [END]``). Padding is the tokenizers' ``pad_id``.
     """
     caller = "make_seq2seq_dataset"
+    if preprocessor is not None:
+        source_tokenizer, target_tokenizer = preprocessor.source_tokenizer, preprocessor.target_tokenizer
+        max_source_length, max_target_length = preprocessor.source_length, preprocessor.target_length
+        source_markers = preprocessor.source_markers
     _check_string_fields(ds, (source_key, target_key), caller)
     _check_tokenizer(source_tokenizer, "source_tokenizer", caller)
     _check_tokenizer(target_tokenizer, "target_tokenizer", caller)
-    _check_length(max_source_length, 1, "max_source_length", caller)
+    _check_length(max_source_length, 3 if source_markers else 1, "max_source_length", caller)
     _check_length(max_target_length, 2, "max_target_length", caller)
+    if long_pairs not in ("truncate", "drop"):
+        raise ValueError(f"{caller}: long_pairs must be 'truncate' or 'drop', got {long_pairs!r}")
     buckets = _check_batching(batch_size, buckets, shuffle_buffer, caller)
+    if batch_tokens is not None and not buckets:
+        raise ValueError(f"{caller}: batch_tokens needs buckets (the token budget is per length bucket)")
     src_pad, tgt_pad = source_tokenizer.pad_id, target_tokenizer.pad_id
+    source_room = max_source_length - 2 if source_markers else max_source_length
+    cut = long_pairs == "truncate"
 
     def tokenize(examples):
-        source = truncate(source_tokenizer.tokenize(examples[source_key]), max_source_length)
-        target = truncate(target_tokenizer.tokenize(examples[target_key]), max_target_length - 1)
+        source = tf.cast(source_tokenizer.tokenize(examples[source_key]), tf.int32)
+        target = tf.cast(target_tokenizer.tokenize(examples[target_key]), tf.int32)
+        if cut:
+            source, target = truncate(source, source_room), truncate(target, max_target_length - 1)
+        if source_markers:
+            source = add_start_end(source, source_tokenizer.start_id, source_tokenizer.end_id)
         return {
-            "source": tf.cast(source, tf.int32),
-            "decoder": tf.cast(add_start_end(target, start_id=target_tokenizer.start_id), tf.int32),
-            "targets": tf.cast(add_start_end(target, end_id=target_tokenizer.end_id), tf.int32),
+            "source": source,
+            "decoder": add_start_end(target, start_id=target_tokenizer.start_id),
+            "targets": add_start_end(target, end_id=target_tokenizer.end_id),
         }
+
+    def fits(example):
+        markers = 2 if source_markers else 0
+        return tf.logical_and(
+            tf.logical_and(tf.size(example["source"]) > markers, tf.size(example["source"]) <= max_source_length),
+            tf.size(example["decoder"]) <= max_target_length,
+        )
 
     def length(example):
         return tf.maximum(tf.size(example["source"]), tf.size(example["decoder"]))
 
     def to_model(batch):
         features = {
-            "encoder_token_ids": batch["source"],
+            "encoder_inputs": batch["source"],
             "encoder_padding_mask": batch["source"] != src_pad,
             "decoder_token_ids": batch["decoder"],
             "decoder_padding_mask": batch["decoder"] != tgt_pad,
@@ -298,7 +356,7 @@ def make_seq2seq_dataset(
         ds, tokenize, length, {"source": src_pad, "decoder": tgt_pad, "targets": tgt_pad},
         batch_size=batch_size, shuffle=shuffle, seed=seed, deterministic=deterministic, buckets=buckets,
         cache=cache, shuffle_buffer=shuffle_buffer, tokenize_batch_size=tokenize_batch_size,
-        drop_remainder=drop_remainder,
+        drop_remainder=drop_remainder, filter_fn=None if cut else fits, batch_tokens=batch_tokens,
     )  # fmt: skip
     return _finish(ds, to_model, deterministic)
 

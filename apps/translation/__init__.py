@@ -1,4 +1,4 @@
-"""The translation app (textbook section 10.1): data, model, metrics, app declaration and export.
+"""The translation app (textbook section 10.1): a declaration over the text-to-text engine (``apps/seq2seq.py``).
 
 Example::
 
@@ -7,9 +7,8 @@ Example::
     app = TranslationApp()
     config = TranslationConfig(limit=200, vocab_size=300, hidden_dim=32, num_heads=2,
                                intermediate_dim=64, num_layers=1, runs_dir="/tmp/runs")
-    tokenizers = app.tokenizers(config)   # learned from 200 pairs, saved in the run folder
-    model = app.build_model(config)       # tiny random-weight TranslationModel
-    app.translate(model, config, ["Open the file."], beam_size=2, max_length=8)
+    model = app.build_model(config)       # tiny random-weight Transformer, tokenizers learned from 200 pairs
+    app.generate(model, config, ["Open the file."], beam_size=2, max_length=8)
 """
 
 from apps.translation.app import TranslationApp, TranslationConfig

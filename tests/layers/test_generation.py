@@ -181,7 +181,7 @@ def test_end_token_stops_each_row_and_pads_after_it(lm, greedy_cached):
 
 def test_encoder_decoder_cached_greedy_equals_uncached_and_reference(seq2seq):
     start = np.ones((3, 1), "int32")
-    kwargs = dict(encoder_token_ids=SOURCE, encoder_padding_mask=SOURCE_PAD)
+    kwargs = dict(encoder_inputs={"encoder_inputs": SOURCE, "encoder_padding_mask": SOURCE_PAD})
     cached = TextGenerator(seq2seq, max_new_tokens=6, jit_compile=False)(start, **kwargs)
     uncached = TextGenerator(seq2seq, max_new_tokens=6, use_cache=False, jit_compile=False)(start, **kwargs)
     np.testing.assert_array_equal(cached["token_ids"], uncached["token_ids"])
@@ -285,7 +285,7 @@ def test_beam_search_cache_equals_recomputation_for_both_models(lm, seq2seq):
     np.testing.assert_array_equal(cached["token_ids"], out["token_ids"])
     np.testing.assert_allclose(cached["scores"], out["scores"], atol=1e-5)
     start = np.ones((3, 1), "int32")
-    kwargs = dict(encoder_token_ids=SOURCE, encoder_padding_mask=SOURCE_PAD)
+    kwargs = dict(encoder_inputs={"encoder_inputs": SOURCE, "encoder_padding_mask": SOURCE_PAD})
     a = TextGenerator(seq2seq, sampler=sampler, max_new_tokens=5, jit_compile=False)(start, **kwargs)
     b = TextGenerator(seq2seq, sampler=sampler, max_new_tokens=5, use_cache=False, jit_compile=False)(start, **kwargs)
     np.testing.assert_array_equal(a["token_ids"], b["token_ids"])
@@ -311,7 +311,7 @@ def test_generator_rejects_bad_prompts_and_options(lm, seq2seq):
         generator(np.ones((4,), "int32"))
     with pytest.raises(ValueError, match=r"values in \[1, 4\]"):
         generator(PROMPTS, [4, 0, 1])
-    with pytest.raises(ValueError, match="needs encoder_token_ids"):
+    with pytest.raises(ValueError, match="needs encoder_inputs"):
         TextGenerator(seq2seq, max_new_tokens=4, jit_compile=False)(np.ones((1, 1), "int32"))
     with pytest.raises(ValueError, match=r"p must be in \(0, 1\]"):
         generate(lm, PROMPTS, sampler=TopPSampler(p=2.0))

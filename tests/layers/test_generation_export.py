@@ -36,7 +36,9 @@ def _keras_tokens(model, sampler="greedy", seed=0, **kwargs):
     generator = TextGenerator(model, sampler=sampler, max_new_tokens=6, end_token_id=3, jit_compile=False)
     if model.is_encoder_decoder:
         mask = np.arange(SOURCE.shape[1])[None] < SOURCE_LENGTHS[:, None]
-        return generator(np.ones((2, 1), "int32"), encoder_token_ids=SOURCE, encoder_padding_mask=mask, seed=seed)
+        return generator(
+            np.ones((2, 1), "int32"), encoder_inputs={"encoder_inputs": SOURCE, "encoder_padding_mask": mask}, seed=seed
+        )
     return generator(PROMPTS, LENGTHS, seed=seed)
 
 

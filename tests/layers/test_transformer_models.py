@@ -145,7 +145,7 @@ def test_transformer_contract_and_keras_hub_layer_parity():
 def test_transformer_cache_equals_full_forward(normalize_first):
     model = Transformer(30, VOCAB, LENGTH, normalize_first=normalize_first, position_encoding="learned")
     full = to_np(model([SOURCE, TOKENS], encoder_padding_mask=SOURCE_PAD))
-    cache = model.build_cache(2, LENGTH, SOURCE, SOURCE_PAD)
+    cache = model.build_cache(2, LENGTH, model.encode(SOURCE, SOURCE_PAD))
     steps = []
     for i in range(TOKENS.shape[1]):
         logits, cache = model.call_with_cache(TOKENS[:, i : i + 1], cache, i)
@@ -181,7 +181,7 @@ def test_models_reject_bad_arguments_and_inputs():
         Transformer(30, VOCAB, LENGTH, position_encoding="rotary")
     with pytest.raises(ValueError, match=r"token_ids expected inputs of rank 2"):
         TransformerCausalLM(VOCAB, LENGTH)(np.ones((2, 3, 4), "int32"))
-    with pytest.raises(ValueError, match=r"expects inputs \[encoder_token_ids, decoder_token_ids\]"):
+    with pytest.raises(ValueError, match=r"expects inputs \[encoder_inputs, decoder_token_ids\]"):
         Transformer(30, VOCAB, LENGTH)(TOKENS)
     with pytest.raises(ValueError, match="GPT-2 style"):
         copy_gpt2_weights(_gpt2_pair()[1].backbone, TransformerCausalLM(VOCAB, LENGTH, normalize_first=False))

@@ -65,16 +65,16 @@ def test_seq2seq_shift_padding_and_truncation(tok):
     ds = text.make_seq2seq_dataset(pairs_dataset(), "source", "target", tok, tok, batch_size=6,
                                    max_source_length=5, max_target_length=4, shuffle=False)  # fmt: skip
     (features, targets), = all_batches(ds)
-    assert set(features) == {"encoder_token_ids", "encoder_padding_mask", "decoder_token_ids", "decoder_padding_mask"}
-    assert features["encoder_token_ids"].dtype == tf.int32 and targets.dtype == tf.int32
+    assert set(features) == {"encoder_inputs", "encoder_padding_mask", "decoder_token_ids", "decoder_padding_mask"}
+    assert features["encoder_inputs"].dtype == tf.int32 and targets.dtype == tf.int32
     assert features["decoder_padding_mask"].dtype == tf.bool
     source = [tok.tokenize(s).numpy().tolist()[:5] for s in PAIRS["source"]]
     target = [tok.tokenize(t).numpy().tolist()[:3] for t in PAIRS["target"]]
-    assert rows(features["encoder_token_ids"]) == [tuple(s) for s in source]
+    assert rows(features["encoder_inputs"]) == [tuple(s) for s in source]
     assert rows(features["decoder_token_ids"]) == [tuple([tok.start_id] + t) for t in target]
     assert rows(targets) == [tuple(t + [tok.end_id]) for t in target]
-    assert features["encoder_token_ids"].shape == (6, 5) and targets.shape == (6, 4)
-    np.testing.assert_array_equal(features["encoder_padding_mask"], features["encoder_token_ids"].numpy() != 0)
+    assert features["encoder_inputs"].shape == (6, 5) and targets.shape == (6, 4)
+    np.testing.assert_array_equal(features["encoder_padding_mask"], features["encoder_inputs"].numpy() != 0)
     np.testing.assert_array_equal(features["decoder_padding_mask"], targets.numpy() != 0)
 
 
@@ -114,7 +114,7 @@ def test_seq2seq_buckets_group_lengths(tok):
         lengths = np.maximum(src, dec)
         bucket = np.digitize(lengths, [3.5, 5.5])
         assert len(set(bucket)) == 1, f"one batch mixes buckets: lengths {lengths}"
-        assert features["encoder_token_ids"].shape[1] == src.max()  # padded to its own longest
+        assert features["encoder_inputs"].shape[1] == src.max()  # padded to its own longest
         lengths_per_batch.append(sorted(lengths.tolist()))
     # Lengths max(len(source), len(target) + 1) are 4, 3, 7, 7, 4, 3 here.
     assert sorted(lengths_per_batch) == [[3, 3], [4, 4], [7, 7]]
@@ -194,7 +194,7 @@ def test_translation_en_ja_batches_decode_back_to_the_pairs():
         expected[" ".join(unicodedata.normalize("NFKC", example["en"].decode()).split())] = example["ja"].decode()
     seen = checked = 0
     for features, targets in ds:
-        sources_text = en.detokenize(features["encoder_token_ids"]).numpy()
+        sources_text = en.detokenize(features["encoder_inputs"]).numpy()
         decoder_text = ja.detokenize(features["decoder_token_ids"]).numpy()
         target_text = ja.detokenize(targets).numpy()
         lengths = features["decoder_padding_mask"].numpy().sum(axis=1)

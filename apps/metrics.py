@@ -1,0 +1,176 @@
+"""Scoring generated text: the one scoring loop, the evaluation record, and the field's standard metrics.
+
+Every generative app scores the same way, whatever runs the generation (the
+Keras model through the Python decoder, a released SavedModel, a TFLite
+model): :func:`score_generations` feeds the inputs to a ``generate_batch``
+callable in batches, times it, and returns the hypotheses with the metric
+dict; :func:`write_evaluation` writes the run's ``evaluation.json`` (the
+release manifest copies it).
+
+Metrics are maintained libraries' implementations, never our own:
+
+* ``bleu`` / ``chrf``: sacrebleu's corpus BLEU (``13a`` tokenizer; for
+  Japanese ``ja-mecab`` when ``mecab-python3`` + ``ipadic`` are installed,
+  else ``char``) and chrF (character 6-grams, beta 2), as for WMT;
+* :func:`repetition_rate`: the share of outputs caught in a loop (an n-gram of
+  3 or more tokens repeated 3 or more times), the symptom of an under-trained
+  decoder.
+
+Example::
+
+    from apps.metrics import corpus_scores, score_generations
+
+    scores, hypotheses, seconds = score_generations(
+        translate_batch, sources, lambda hyps: corpus_scores(hyps, references, "de"), label="beam 4")
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import json
+import time
+from pathlib import Path
+
+import sacrebleu
+
+__all__ = [
+    "bleu_tokenizer",
+    "corpus_bleu",
+    "corpus_chrf",
+    "corpus_scores",
+    "repetition_rate",
+    "score_generations",
+    "signatures",
+    "write_evaluation",
+]
+
+# Languages written without spaces between words.
+_UNSPACED = ("ja",)
+
+
+@functools.lru_cache(maxsize=None)
+def _mecab_available():
+    try:
+        from sacrebleu.tokenizers.tokenizer_ja_mecab import TokenizerJaMecab
+
+        TokenizerJaMecab()("テスト")  # imports MeCab and loads the ipadic dictionary
+    except Exception:  # noqa: BLE001 - missing package, missing dictionary, or a broken build: fall back
+        return False
+    return True
+
+
+def bleu_tokenizer(language):
+    """sacrebleu's BLEU tokenizer for target ``language``: its default (13a), or ja-mecab / char for Japanese."""
+    if language in _UNSPACED:
+        return "ja-mecab" if _mecab_available() else "char"
+    return sacrebleu.BLEU.TOKENIZER_DEFAULT
+
+
+def _check(hypotheses, references):
+    hypotheses, references = list(hypotheses), list(references)
+    if len(hypotheses) != len(references):
+        raise ValueError(f"got {len(hypotheses)} hypotheses for {len(references)} references; they must pair up")
+    if not references:
+        raise ValueError("no sentences to score: pass at least one hypothesis and reference")
+    for name, texts in (("hypotheses", hypotheses), ("references", references)):
+        bad = next((t for t in texts if not isinstance(t, str)), None)
+        if bad is not None:
+            raise ValueError(f"{name} must be str (detokenized text), got {type(bad).__name__}")
+    return hypotheses, references
+
+
+def _bleu(language):
+    return sacrebleu.BLEU(tokenize=bleu_tokenizer(language))
+
+
+def corpus_bleu(hypotheses, references, language="de"):
+    """Corpus BLEU (0-100) of ``hypotheses`` against one reference each."""
+    hypotheses, references = _check(hypotheses, references)
+    return float(_bleu(language).corpus_score(hypotheses, [references]).score)
+
+
+def corpus_chrf(hypotheses, references):
+    """Corpus chrF (0-100), sacrebleu's defaults (character 6-grams, beta 2, no word n-grams)."""
+    hypotheses, references = _check(hypotheses, references)
+    return float(sacrebleu.CHRF().corpus_score(hypotheses, [references]).score)
+
+
+def corpus_scores(hypotheses, references, language="de"):
+    """``{"bleu": ..., "chrf": ...}`` of one corpus."""
+    return {"bleu": corpus_bleu(hypotheses, references, language), "chrf": corpus_chrf(hypotheses, references)}
+
+
+def signatures(language="de"):
+    """sacrebleu's signature strings of BLEU and chrF, e.g. ``nrefs:1|case:mixed|eff:no|tok:13a|...``."""
+    bleu = _bleu(language)
+    chrf = sacrebleu.CHRF()
+    for metric in (bleu, chrf):
+        metric.corpus_score(["a"], [["a"]])  # sacrebleu knows the reference count only after scoring
+    return {"bleu": str(bleu.get_signature()), "chrf": str(chrf.get_signature())}
+
+
+def _loops(tokens, min_n=3, min_repeats=3):
+    """True if some n-gram (n >= ``min_n``) occurs ``min_repeats`` times back to back."""
+    for n in range(min_n, len(tokens) // min_repeats + 1):
+        for start in range(len(tokens) - n * min_repeats + 1):
+            gram = tokens[start : start + n]
+            if all(tokens[start + k * n : start + (k + 1) * n] == gram for k in range(1, min_repeats)):
+                return True
+    return False
+
+
+def repetition_rate(texts, min_n=3, min_repeats=3):
+    """Share of ``texts`` with an n-gram of ``min_n`` or more words repeated ``min_repeats`` or more times in a row.
+
+    Words are whitespace-separated, or characters for text without spaces
+    (Japanese), so "Datei öffnen Datei öffnen Datei öffnen" and
+    "ファイルファイルファイル" both count.
+    """
+    texts = list(texts)
+    if not texts:
+        return 0.0
+    looping = 0
+    for text in texts:
+        tokens = text.split()
+        if len(tokens) <= 1:
+            tokens = list(text)
+        looping += _loops(tokens, min_n, min_repeats)
+    return looping / len(texts)
+
+
+def score_generations(generate_batch, inputs, scorer, label, batch_size=64, log=print):
+    """The one scoring loop: generate for ``inputs`` in batches, time it, score the hypotheses.
+
+    Args:
+        generate_batch: callable, a list of inputs -> a list of str.
+        inputs: list of inputs (sentences, image bytes, ...).
+        scorer: callable, the list of hypotheses -> a dict of metrics.
+        label: str, what generated (printed with the speed).
+        batch_size: int, inputs per call. Default 64.
+        log: callable taking one line. Default ``print``.
+
+    Returns:
+        ``(scores, hypotheses, seconds)``.
+    """
+    inputs = list(inputs)
+    if not inputs:
+        raise ValueError(f"{label}: nothing to score (no inputs)")
+    start = time.perf_counter()
+    hypotheses = []
+    for begin in range(0, len(inputs), batch_size):
+        hypotheses.extend(generate_batch(inputs[begin : begin + batch_size]))
+    seconds = time.perf_counter() - start
+    if len(hypotheses) != len(inputs):
+        raise ValueError(f"{label}: {len(hypotheses)} outputs for {len(inputs)} inputs")
+    log(f"{label}: {len(inputs)} test inputs in {seconds:.1f} s ({len(inputs) / seconds:.1f}/s)")
+    return scorer(hypotheses), hypotheses, seconds
+
+
+def write_evaluation(directory, record):
+    """Write ``record`` (+ a ``finished`` time) as ``<directory>/evaluation.json``; return the path."""
+    path = Path(directory) / "evaluation.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {**record, "finished": datetime.datetime.now().isoformat(timespec="seconds")}
+    path.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
