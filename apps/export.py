@@ -179,7 +179,9 @@ def _check_scalar(value, name, low, high, allowed=None):
     value = tf.convert_to_tensor(value)
     rank = tf.debugging.assert_rank(value, 0, message=f"{name} must be a scalar int32, shape ()")
     with tf.control_dependencies([rank]):
-        value = tf.cast(tf.reshape(value, [-1])[0] if value.shape.rank != 0 else value, tf.int32)
+        # The first element of whatever came, so the graph below sees a scalar even when
+        # it runs before the rank assertion has failed the request.
+        value = tf.cast(tf.reshape(value, [-1])[0], tf.int32)
     if allowed is not None:
         ok = tf.reduce_any(tf.equal(tf.constant(allowed, tf.int32), value))
         text = f"{name} must be one of {list(allowed)}, got"
@@ -188,7 +190,7 @@ def _check_scalar(value, name, low, high, allowed=None):
         text = f"{name} must be in [{low}, {high}], got"
     check = tf.debugging.Assert(ok, [text, value])
     with tf.control_dependencies([rank, check]):
-        return tf.ensure_shape(tf.identity(value), [])
+        return tf.identity(value)
 
 
 class GenerationExport(tf.Module):

@@ -130,8 +130,11 @@ def check_string_batch(texts, name):
     check = tf.debugging.assert_rank(
         texts, 1, message=f"{name} must be a 1-D batch of strings, shape (batch,): wrap a single input in a list"
     )
+    # A reshape, not ensure_shape: the graph may run it before the assertion, and a
+    # failing ensure_shape would report its own message instead of ours. Flattened,
+    # a wrong-rank request reaches no kernel that could crash on it.
     with tf.control_dependencies([check]):
-        return tf.ensure_shape(tf.identity(texts), [None])
+        return tf.reshape(texts, [-1])
 
 
 # --- text --------------------------------------------------------------------------------
