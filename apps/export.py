@@ -26,7 +26,7 @@ signature           inputs                                        outputs
 ``<options>``       ``<input>``, ``beam_size``, ``max_length``    ``<output>``, ``token_ids``, ``lengths``, ``status``
 ``<tokens>``        ``<input>`` (TFLite's: strings, or pixels)    ``<output>`` (no spacing rules), ``token_ids``,
                                                                   ``lengths``, ``input_tokens``, ``unknown_tokens``
-``stream_start``    as ``<options>``                              the decode loop's state, flattened
+``stream_start``    as ``<options>``                              the decode loop's state, flattened; ``status``
 ``stream_step``     the state                                     the next state, ``partial`` (batch,), ``running``
 ``stream_finish``   the state                                     as ``<options>``
 =================== ============================================= =============================================
@@ -404,7 +404,8 @@ class GenerationExport(tf.Module):
         return {"loop": state, "status": status}
 
     def _stream_start(self, raw, beam_size, max_length):
-        return self._flat(self._start_state(raw, beam_size, max_length))
+        packed = self._start_state(raw, beam_size, max_length)
+        return {**self._flat(packed), "status": packed["status"]}
 
     def _pack(self, flat):
         return tf.nest.pack_sequence_as(self._state_template, list(flat))

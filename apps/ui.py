@@ -141,7 +141,10 @@ def build_demo(names=None, models_dir=None, examples_dir=None):
                     with gr.Column():
                         outputs = app.ui_outputs()
                 if streaming:
-                    event = button.click(make_stream(app, model), inputs=inputs, outputs=outputs, api_name=name)
+                    # always_last: a click while a translation streams runs after it, instead of being dropped.
+                    event = button.click(
+                        make_stream(app, model), inputs=inputs, outputs=outputs, api_name=name, trigger_mode="always_last"
+                    )
                     stop.click(None, cancels=[event])
                 else:
                     button.click(make_predict(app, model), inputs=inputs, outputs=outputs, api_name=name)

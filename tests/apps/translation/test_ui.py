@@ -1,11 +1,13 @@
-"""The translation tab of the Gradio demo, against a live server.
+"""The translation tab of the Gradio demo, against a live server: streaming, options, errors.
 
 A tiny random-weight en-de release (WordPiece vocabularies learned from a few
-UI strings) is written to a temporary ``saved_models/``; the demo serves it
-on 127.0.0.1 and is called like a user would: through ``gradio_client`` and
-in headless Chromium (Debian ``chromium`` + ``chromium-driver``), driven over
-the W3C WebDriver protocol with ``urllib`` (no extra Python package). What the
-UI shows must equal the release's own ``translate`` signature.
+UI strings) is written to a temporary ``saved_models/`` through the shared
+exporter; the demo serves it on 127.0.0.1 and is called like a user would:
+through ``gradio_client`` and in headless Chromium (Debian ``chromium`` +
+``chromium-driver``), driven over the W3C WebDriver protocol with ``urllib``
+(no extra Python package). The tab streams: every generated token updates the
+output box, and the last update must equal the release's own ``translate``
+signature (the non-streaming answer).
 """
 
 import json
@@ -25,16 +27,20 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from gradio_client import Client  # noqa: E402
 
-from apps.translation.export import ExportTranslator, write_saved_model  # noqa: E402
-from apps.translation.ui import MAX_INPUT_CHARACTERS, TranslationReleases, preprocess  # noqa: E402
-from apps.ui import ReleasedModel, build_demo  # noqa: E402
+from apps.export import GenerationExport, write_generation_saved_model  # noqa: E402
+from apps.releases import GenerationReleases, ReleasedModel  # noqa: E402
+from apps.translation import TranslationApp  # noqa: E402
+from apps.translation.app import MAX_INPUT_CHARACTERS  # noqa: E402
+from apps.ui import build_demo  # noqa: E402
 from layers.transformer_models import Transformer  # noqa: E402
+from pipelines.preprocessing import TextPreprocessor  # noqa: E402
 from pipelines.wordpiece import WordpieceTokenizer, learn_wordpiece_vocab  # noqa: E402
 
 ENGLISH = ["Open the file.", "Close the window", "Delete all selected messages", "Show hidden files and folders"]
 GERMAN = ["Datei öffnen.", "Fenster schließen", "Alle ausgewählten Nachrichten löschen", "Versteckte Dateien anzeigen"]
 SOURCE_LENGTH, MAX_NEW_TOKENS, NUM_BEAMS = 24, 6, 2
 TOO_MANY_PIECES = " ".join(["Open the file"] * 10)  # more word pieces than SOURCE_LENGTH - 2
+TOO_LONG = "The text is too long for the model, which would cut it"
 
 
 def _free_port():
@@ -51,25 +57,19 @@ def tokenizers():
 
 
 @pytest.fixture(scope="module")
-def too_long_message(tokenizers):
-    pieces = int(tokenizers[0].tokenize(tf.constant([TOO_MANY_PIECES])).row_lengths()[0])
-    assert pieces > SOURCE_LENGTH - 2
-    return f"too long for the model: {pieces} word pieces, it reads at most {SOURCE_LENGTH - 2}"
-
-
-@pytest.fixture(scope="module")
 def models_dir(tokenizers, tmp_path_factory):
     source, target = tokenizers
+    assert int(source.tokenize(tf.constant([TOO_MANY_PIECES])).row_lengths()[0]) > SOURCE_LENGTH - 2
     keras.utils.set_random_seed(11)
     model = Transformer(source.vocab_size, target.vocab_size, 16, hidden_dim=16, num_heads=2, num_encoder_layers=1,
                         num_decoder_layers=1)
     model.build()
-    translator = ExportTranslator(
-        model, source, target, source_length=SOURCE_LENGTH, max_new_tokens=MAX_NEW_TOKENS, num_beams=NUM_BEAMS,
-        beam_sizes=(1, NUM_BEAMS), language="de",
+    export = GenerationExport(
+        model, TextPreprocessor(source, target, SOURCE_LENGTH, language="de", input_name="sentences"),
+        names=TranslationApp.names, max_new_tokens=MAX_NEW_TOKENS, num_beams=NUM_BEAMS, beam_sizes=(1, 2, 3),
     )
     directory = tmp_path_factory.mktemp("saved_models")
-    write_saved_model(translator, directory / "translation_en_de" / "1")
+    write_generation_saved_model(export, directory / "translation_en_de" / "1")
     return directory
 
 
@@ -79,8 +79,9 @@ def release(models_dir):
 
 
 def _expected(release, text, beam_size=NUM_BEAMS, max_length=MAX_NEW_TOKENS):
-    outputs = release(
-        {"sentences": np.array([text], object), "beam_size": np.int32(beam_size), "max_length": np.int32(max_length)}
+    """The release's non-streaming answer (its ``translate`` signature)."""
+    outputs = release.call(
+        "translate", sentences=np.array([text], object), beam_size=np.int32(beam_size), max_length=np.int32(max_length)
     )
     return outputs["translations"][0].decode("utf-8")
 
@@ -102,33 +103,48 @@ def client(server):
 
 
 def test_preprocess_validates_the_ui_values():
-    inputs = preprocess("  Open   the file. ", "en_de", 4, 32)
-    assert inputs["sentences"].tolist() == ["Open the file."]
-    assert (inputs["language_pair"], int(inputs["beam_size"]), int(inputs["max_length"])) == ("en_de", 4, 32)
+    preprocess = TranslationApp().preprocess
+    request = preprocess("  Open   the file. ", "en_de", 4, 32)
+    assert request == {"choice": "en_de", "input": "Open the file.", "beam_size": 4, "max_length": 32}
     for args, message in (
         (("", "en_de", 4, 32), "Nothing to translate: type an English sentence."),
         ((" \n ", "en_de", 4, 32), "Nothing to translate"),
         (("x" * (MAX_INPUT_CHARACTERS + 1), "en_de", 4, 32), f"the model translates at most {MAX_INPUT_CHARACTERS}"),
         (("Open", "en_fr", 4, 32), "Unknown language 'en_fr'"),
-        (("Open", "en_de", 3, 32), "Beam size must be one of 1, 2, 4, got 3"),
-        (("Open", "en_de", 4, 0), "Max length must be at least 1"),
+        (("Open", "en_de", 2.5, 32), "Beam size must be a whole number of at least 1, got 2.5"),
+        (("Open", "en_de", 4, 0), "Max length must be a whole number of at least 1"),
     ):
         with pytest.raises(ValueError, match=message):
             preprocess(*args)
 
 
 def test_no_release_says_how_to_make_one(tmp_path):
-    with pytest.raises(FileNotFoundError, match="tfsuite export translation --checkpoint"):
-        TranslationReleases(tmp_path)
+    with pytest.raises(FileNotFoundError, match="tfsuite export <app> --checkpoint"):
+        TranslationApp().load_release(tmp_path)
     demo = build_demo(names=["translation"], models_dir=tmp_path, examples_dir=tmp_path)
-    assert any("tfsuite export translation" in str(getattr(b, "value", "")) for b in demo.blocks.values())
+    assert any("tfsuite export <app>" in str(getattr(b, "value", "")) for b in demo.blocks.values())
 
 
-def test_gradio_client_gets_the_release_translation(client, release):
+def test_releases_stream_ends_with_the_non_streaming_answer(models_dir, release):
+    releases = TranslationApp().load_release(models_dir)
+    for text in ENGLISH:
+        request = {"choice": "en_de", "input": text, "beam_size": NUM_BEAMS, "max_length": MAX_NEW_TOKENS}
+        updates = [partial for partial, _ in releases.stream(request)]
+        assert updates[-1] == _expected(release, text) == releases(request)["translations"][0].decode("utf-8")
+        assert 2 <= len(updates) <= MAX_NEW_TOKENS + 1  # one update per generated token, then the final text
+    stopped = list(releases.stream({**request, "max_length": MAX_NEW_TOKENS}, should_stop=lambda: True))
+    assert len(stopped) == 2  # Stop: the first token, then the text so far
+
+
+def test_gradio_client_streams_the_release_translation(client, release):
     for text in ENGLISH[:2]:
         expected = _expected(release, text)
         assert expected, "the tiny model must produce a visible translation for this test to mean something"
-        assert client.predict(text, "en_de", NUM_BEAMS, MAX_NEW_TOKENS, api_name="/translation") == expected
+        job = client.submit(text, "en_de", NUM_BEAMS, MAX_NEW_TOKENS, api_name="/translation")
+        final = job.result()
+        updates = job.outputs()
+        assert final == expected and updates[-1] == expected
+        assert len(updates) >= 2 and all(isinstance(u, str) for u in updates)  # streamed, not one answer
     # The decoding options reach the model: greedy search, and a shorter limit.
     assert client.predict(ENGLISH[0], "en_de", 1, MAX_NEW_TOKENS, api_name="/translation") == _expected(
         release, ENGLISH[0], beam_size=1
@@ -138,15 +154,23 @@ def test_gradio_client_gets_the_release_translation(client, release):
     assert len(short.split()) <= 2
 
 
-def test_gradio_client_reports_bad_input(client, too_long_message):
-    for text, language, message in (
-        ("", "en_de", "Nothing to translate: type an English sentence."),
-        ("word " * 300, "en_de", f"characters long; the model translates at most {MAX_INPUT_CHARACTERS}"),
-        (TOO_MANY_PIECES, "en_de", too_long_message),
-        ("Open the file.", "en_ja", "No released model for English → Japanese yet"),
+def test_gradio_client_api_describes_numbers_as_numbers(client):
+    parameters = {p["label"]: p for p in client.view_api(print_info=False, return_format="dict")[
+        "named_endpoints"]["/translation"]["parameters"]}  # fmt: skip
+    for label in ("Beam size (1 = greedy search)", "Max length (word pieces)"):
+        assert parameters[label]["python_type"]["type"] in ("float", "int"), parameters[label]
+
+
+def test_gradio_client_reports_bad_input(client):
+    for text, language, beams, message in (
+        ("", "en_de", NUM_BEAMS, "Nothing to translate: type an English sentence."),
+        ("word " * 300, "en_de", NUM_BEAMS, f"characters long; the model translates at most {MAX_INPUT_CHARACTERS}"),
+        (TOO_MANY_PIECES, "en_de", NUM_BEAMS, TOO_LONG),
+        ("Open the file.", "en_ja", NUM_BEAMS, "No released model for 'en_ja' yet"),
+        ("Open the file.", "en_de", 4, "Value 4 is greater than maximum value 3"),  # the slider's own check
     ):
         with pytest.raises(Exception, match=message):
-            client.predict(text, language, NUM_BEAMS, MAX_NEW_TOKENS, api_name="/translation")
+            client.predict(text, language, beams, MAX_NEW_TOKENS, api_name="/translation")
 
 
 # --- headless Chromium over WebDriver ---------------------------------------------------------
@@ -238,7 +262,7 @@ def _textarea(label):
     return f"//span[normalize-space()='{label}']/ancestor::label//textarea"
 
 
-def test_browser_shows_the_translation_and_input_errors(server, browser, release, too_long_message):
+def test_browser_shows_the_translation_and_input_errors(server, browser, release):
     browser.open(server)
     browser.wait_for(lambda: browser.find(_textarea("English")), "the translation tab did not render")
     source, output = browser.find(_textarea("English")), browser.find(_textarea("Translation"))
@@ -251,9 +275,11 @@ def test_browser_shows_the_translation_and_input_errors(server, browser, release
     browser.wait_for(lambda: browser.value(output) == expected, lambda: f"no translation: shown {browser.value(output)!r}")
     for text, message in (
         ("", "Nothing to translate: type an English sentence."),
-        (TOO_MANY_PIECES, too_long_message),
+        (TOO_MANY_PIECES, TOO_LONG),
         ("word " * 201, "characters long; the model translates at most"),
     ):
         browser.replace_text(source, text)
         browser.click(run)
-        browser.wait_for(lambda: message in browser.page_text(), lambda: f"no message {message!r} in the page")
+        browser.wait_for(
+            lambda: message in browser.page_text(), lambda: f"no message {message!r} in the page: {browser.page_text()!r}"
+        )
