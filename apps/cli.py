@@ -163,7 +163,7 @@ def _print_help(command=None, app=None):
 
 def _demo_parser():
     return argparse.ArgumentParser(
-        prog="tfsuite demo", description=COMMANDS["demo"], parents=[_command_options("demo")]
+        prog="tfsuite demo", description=COMMANDS["demo"], parents=[_command_options("demo")], exit_on_error=False
     )
 
 

@@ -64,21 +64,50 @@ def test_registry_lists_apps_and_rejects_unknown_names():
         get_app("mnist")
 
 
-def test_console_script_help_lists_apps_and_config_fields():
+def test_console_script_help_lists_commands_and_apps_without_importing_tensorflow():
     # The installed `tfsuite` entry point (setup.cfg console_scripts), in a fresh process.
     script = __import__("shutil").which("tfsuite") or f"{sys.executable} -m apps.cli"
     result = subprocess.run(f"{script} --help", shell=True, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
-    expected = ("train", "evaluate", "export", "serve", "demo", "data", "fashion_mnist", "--batch-size", "--model")
-    for text in (*expected, "--strategy"):
+    for text in ("train", "evaluate", "export", "serve", "demo", "data", "fashion_mnist", "translation", "--verbose"):
         assert text in result.stdout
+    assert result.stderr == ""  # no TensorFlow start-up lines: it was never imported
+    # What makes it answer at once: neither TensorFlow nor an app module is loaded.
+    probe = (
+        "import sys, contextlib, io\n"
+        "from apps.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    main(['--help'])\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'gradio', 'apps')))\n"
+    )
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=600, check=True)
+    assert loaded.stdout.strip() == "['apps', 'apps.cli', 'apps.config', 'apps.registry']", loaded.stdout
+
+
+def test_app_descriptions_in_the_registry_match_the_apps():
+    from apps.registry import app_description
+
+    for name in app_names():
+        assert app_description(name) == get_app(name).description
+
+
+def test_commands_start_tensorflow_without_its_cpp_start_up_lines():
+    script = __import__("shutil").which("tfsuite") or f"{sys.executable} -m apps.cli"
+    quiet = subprocess.run(f"{script} data list", shell=True, capture_output=True, text=True, timeout=600)
+    assert quiet.returncode == 0, quiet.stderr
+    for line in ("cuInit", "I0000", "E0000", "absl::InitializeLog", "oneDNN custom operations"):
+        assert line not in quiet.stderr, quiet.stderr
+    verbose = subprocess.run(f"{script} --verbose data list", shell=True, capture_output=True, text=True, timeout=600)
+    assert verbose.returncode == 0 and verbose.stdout == quiet.stdout
 
 
 def test_command_help_lists_apps_and_fields(capsys):
     status, out, _ = run_cli(capsys, "train", "--help")
-    assert status == 0
-    assert "fashion_mnist" in out and "FashionMNISTConfig fields" in out
-    for flag in ("--epochs", "--batch-size", "--learning-rate", "--augment, --no-augment", "--width", "--limit"):
+    assert status == 0 and "fashion_mnist" in out and "translation" in out
+    status, out, _ = run_cli(capsys, "train", "fashion_mnist", "--help")
+    assert status == 0 and "FashionMNISTConfig fields" in out
+    for flag in ("--epochs", "--batch-size", "--learning-rate", "--augment, --no-augment", "--width", "--limit",
+                 "--precision", "--checkpoint-steps", "--strategy"):  # fmt: skip
         assert flag in out
     status, out, _ = run_cli(capsys, "evaluate", "fashion_mnist", "--help")
     assert status == 0 and "--checkpoint" in out and "--batch-size" in out
@@ -336,3 +365,32 @@ def test_data_build_and_list(capsys, tmp_path, monkeypatch):
     assert listed["tfsuite_code"] == "built: train 3  validation 3  test 3"
     assert listed["tfsuite_qa"] == "not built: tfsuite data build tfsuite_qa"
     assert "Docstring to function from the Python standard library." in out
+
+
+def test_demo_port_in_use_or_out_of_range_says_so_and_suggests_another(capsys):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        status, _, err = run_cli(capsys, "demo", "--port", str(port))
+    assert status == 2 and f"cannot listen on 127.0.0.1:{port}" in err and "try --port" in err
+    status, _, err = run_cli(capsys, "demo", "--port", "70000")
+    assert status == 2 and "--port must be between 1 and 65535, got 70000" in err
+    status, _, err = run_cli(capsys, "demo", "--port", "http")
+    assert status == 2 and "invalid int value" in err
+
+
+def test_a_saved_model_given_as_checkpoint_says_what_to_pass(capsys):
+    release = next(p for p in (trainer.Path(__file__).resolve().parents[2] / "saved_models" / "fashion_mnist").iterdir()
+                   if p.name.isdigit())  # fmt: skip
+    status, _, err = run_cli(capsys, "evaluate", "fashion_mnist", "--checkpoint", str(release))
+    assert status == 1 and "is a SavedModel (a release, what TF Serving loads), not a training checkpoint" in err
+    assert "runs/<app>/<run>/model.keras" in err
+
+
+@pytest.mark.parametrize("flag, value", [("--learning-rate", "nan"), ("--learning-rate", "inf"), ("--dropout=-inf", None)])
+def test_non_finite_float_options_are_refused(capsys, flag, value):
+    status, _, err = run_cli(capsys, "train", "fashion_mnist", *([flag] if value is None else [flag, value]))
+    assert status == 2 and "expects a finite number" in err

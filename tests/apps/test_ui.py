@@ -15,9 +15,9 @@ import pytest  # noqa: E402
 from gradio_client import Client, handle_file  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from apps.cli import DEFAULT_MODELS_DIR  # noqa: E402
+from apps.releases import DEFAULT_MODELS_DIR, ReleasedModel, latest_version_dir  # noqa: E402
 from apps.image_classification import to_model_image  # noqa: E402
-from apps.ui import ReleasedModel, build_demo, latest_version_dir  # noqa: E402
+from apps.ui import build_demo  # noqa: E402
 from pipelines import fashion_mnist  # noqa: E402
 
 RELEASE = DEFAULT_MODELS_DIR / "fashion_mnist"
