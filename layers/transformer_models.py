@@ -434,6 +434,8 @@ class Transformer(_TokenModel):
         optionally ``"encoder_padding_mask"`` (the training batch's features
         fit). Without a mask every position is real.
         """
+        if not self.built:
+            self.build()
         if isinstance(encoder_inputs, dict):
             if "encoder_inputs" not in encoder_inputs:
                 raise ValueError(

@@ -315,3 +315,72 @@ def test_generator_rejects_bad_prompts_and_options(lm, seq2seq):
         TextGenerator(seq2seq, max_new_tokens=4, jit_compile=False)(np.ones((1, 1), "int32"))
     with pytest.raises(ValueError, match=r"p must be in \(0, 1\]"):
         generate(lm, PROMPTS, sampler=TopPSampler(p=2.0))
+
+
+# --- one graph for every beam size, the loop cut open, limits, repetition block ----------------
+
+
+def test_beam_count_as_a_tensor_gives_each_beam_searchs_tokens_from_one_graph(lm):
+    fixed = {b: TextGenerator(lm, sampler=BeamSampler(b), max_new_tokens=6, jit_compile=False)(PROMPTS, LENGTHS)
+             for b in (1, 2, 3)}  # fmt: skip
+    shared = TextGenerator(lm, sampler=BeamSampler(4), max_new_tokens=6, jit_compile=False)
+    for beams, expected in fixed.items():
+        out = shared(PROMPTS, LENGTHS, num_beams=beams)
+        np.testing.assert_array_equal(out["token_ids"], expected["token_ids"])
+        np.testing.assert_allclose(out["scores"], expected["scores"], atol=1e-5)
+    assert len(shared._compiled._list_all_concrete_functions()) == 1  # traced once for all beam counts
+    greedy = TextGenerator(lm, max_new_tokens=6, jit_compile=False)(PROMPTS, LENGTHS)
+    np.testing.assert_array_equal(fixed[1]["token_ids"], greedy["token_ids"])  # one beam is greedy search
+
+
+def test_start_step_finish_driven_by_hand_equal_generate_step(seq2seq):
+    generator = TextGenerator(seq2seq, sampler=BeamSampler(2), max_new_tokens=5, jit_compile=False)
+    start = tf.ones((3, 1), tf.int32)
+    inputs = {"encoder_inputs": tf.constant(SOURCE), "encoder_padding_mask": tf.constant(SOURCE_PAD)}
+    whole = generator.generate_step(start, tf.ones([3], tf.int32), encoder_inputs=inputs)
+    state = generator.start(start, tf.ones([3], tf.int32), encoder_inputs=inputs)
+    steps = 0
+    while bool(generator.running(state)):
+        state = generator.step(state)
+        steps += 1
+        partial, _ = generator.best_so_far(state)
+        assert partial.shape == (3, 6)
+    out = generator.finish(state)
+    assert 1 <= steps <= 5
+    for key in ("token_ids", "lengths", "scores"):
+        np.testing.assert_allclose(to_np(out[key]), to_np(whole[key]), atol=1e-6)
+
+
+def test_per_prompt_output_limits(lm):
+    generator = TextGenerator(lm, max_new_tokens=8, jit_compile=False)
+    free = generator(PROMPTS, LENGTHS)
+    limited = generator(PROMPTS, LENGTHS, max_new_tokens=[2, 8, 5])
+    assert list(limited["lengths"] - LENGTHS) == [2, 8, 5]
+    for row, limit in enumerate([2, 8, 5]):
+        end = LENGTHS[row] + limit
+        np.testing.assert_array_equal(limited["token_ids"][row, :end], free["token_ids"][row, :end])
+        assert not limited["token_ids"][row, end:].any()
+    with pytest.raises(ValueError, match=r"max_new_tokens must be an int or \(3,\) ints in \[1, 8\]"):
+        generator(PROMPTS, LENGTHS, max_new_tokens=[2, 9, 1])
+
+
+def _repeats(tokens, n):
+    grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+    return len(grams) - len(set(grams))
+
+
+@pytest.mark.parametrize("sampler", ["greedy", BeamSampler(3)], ids=["greedy", "beam"])
+def test_no_repeat_ngram_block_removes_every_repeated_ngram(sampler):
+    keras.utils.set_random_seed(8)
+    # A tiny random LM loops quickly: without the block, greedy output repeats n-grams.
+    lm = TransformerCausalLM(6, 40, num_layers=1, hidden_dim=8, num_heads=2)
+    prompts, lengths = np.array([[1, 2, 0], [3, 0, 0]], "int32"), np.array([2, 1], "int32")
+    free = TextGenerator(lm, sampler=sampler, max_new_tokens=30, jit_compile=False)(prompts, lengths)
+    blocked = TextGenerator(lm, sampler=sampler, max_new_tokens=30, jit_compile=False, no_repeat_ngram_size=2)(
+        prompts, lengths
+    )
+    assert sum(_repeats(list(r), 2) for r in rows(free)) > 0, "the test needs a model that loops"
+    for row in rows(blocked):
+        assert _repeats(row, 2) == 0, row
+    with pytest.raises(ValueError, match="no_repeat_ngram_size must be an integer >= 0"):
+        TextGenerator(lm, no_repeat_ngram_size=-1)

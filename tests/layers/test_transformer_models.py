@@ -185,3 +185,59 @@ def test_models_reject_bad_arguments_and_inputs():
         Transformer(30, VOCAB, LENGTH)(TOKENS)
     with pytest.raises(ValueError, match="GPT-2 style"):
         copy_gpt2_weights(_gpt2_pair()[1].backbone, TransformerCausalLM(VOCAB, LENGTH, normalize_first=False))
+
+
+# --- encoders that read images and feature vectors ------------------------------------------
+
+
+def test_image_encoder_reads_patches_like_a_dense_layer_on_the_reshaped_pixels():
+    from layers.transformer_models import image_patches
+
+    keras.utils.set_random_seed(2)
+    model = Transformer(None, VOCAB, 24, hidden_dim=16, num_heads=2, encoder_input="image", patch_size=4,
+                        position_encoding="learned")  # fmt: skip
+    images = np.random.default_rng(0).random((2, 8, 12, 3)).astype("float32")
+    patches = to_np(image_patches(images, 4))
+    assert patches.shape == (2, 6, 48)
+    # Row-major patches: patch (1, 2) is the square at rows 4-7, columns 8-11.
+    np.testing.assert_array_equal(patches[0, 1 * 3 + 2], images[0, 4:8, 8:12].reshape(-1))
+    encoded, mask = model.encode(images)
+    assert encoded.shape == (2, 6, 16) and to_np(mask).all()
+    logits = model([images, TOKENS])
+    assert logits.shape == (2, TOKENS.shape[1], VOCAB)
+    config = model.get_config()
+    assert config["encoder_input"] == "image" and config["patch_size"] == 4 and config["encoder_vocab_size"] is None
+    clone = Transformer.from_config(config)
+    clone.build()
+    clone.set_weights(model.get_weights())
+    np.testing.assert_allclose(to_np(clone([images, TOKENS])), to_np(logits), atol=1e-5)
+    with pytest.raises(ValueError, match="multiples of patch_size=4"):
+        model.encode(np.zeros((1, 10, 12, 3), "float32"))
+
+
+def test_feature_encoder_masks_padded_frames():
+    keras.utils.set_random_seed(3)
+    model = Transformer(None, VOCAB, 24, hidden_dim=16, num_heads=2, encoder_input="features", encoder_feature_dim=5,
+                        normalize_first=True, position_encoding="learned")  # fmt: skip
+    frames = np.random.default_rng(1).normal(size=(2, 7, 5)).astype("float32")
+    mask = np.arange(7)[None] < np.array([[7], [4]])
+    logits = to_np(model({"encoder_inputs": frames, "encoder_padding_mask": mask, "decoder_token_ids": TOKENS}))
+    changed = frames.copy()
+    changed[1, 4:] = 99.0  # padded frames: any value, the same output
+    again = to_np(model({"encoder_inputs": changed, "encoder_padding_mask": mask, "decoder_token_ids": TOKENS}))
+    np.testing.assert_allclose(logits, again, atol=1e-5)
+    with pytest.raises(ValueError, match="needs encoder_feature_dim"):
+        Transformer(None, VOCAB, 24, encoder_input="features")
+    with pytest.raises(ValueError, match="encoder_input must be one of"):
+        Transformer(10, VOCAB, 24, encoder_input="audio")
+
+
+def test_shared_embeddings_are_one_matrix_for_source_target_and_output():
+    model = Transformer(VOCAB, VOCAB, 24, hidden_dim=16, num_heads=2, share_embeddings=True)
+    model.build()
+    assert model.encoder_embeddings is model.decoder_embeddings
+    separate = Transformer(VOCAB, VOCAB, 24, hidden_dim=16, num_heads=2)
+    separate.build()
+    assert len(separate.trainable_weights) == len(model.trainable_weights) + 1
+    with pytest.raises(ValueError, match="share_embeddings needs one vocabulary"):
+        Transformer(VOCAB, VOCAB + 1, 24, share_embeddings=True)
