@@ -328,8 +328,11 @@ class GenerationExport(tf.Module):
             inputs = None
             prompt, prompt_lengths, report = pre.prompt_inputs(raw, tflite=tflite)
             status, extras = (None, report) if tflite else (report, {})
+        # The cache holds the prompt and the most tokens any row of this batch may add, not max_new_tokens.
+        longest = tf.reduce_max(tf.cast(max_length, tf.int32) + tf.zeros_like(prompt_lengths))
         state = self.generator.start(
-            prompt, prompt_lengths, encoder_inputs=inputs, num_beams=beam_size, max_new_tokens=max_length
+            prompt, prompt_lengths, encoder_inputs=inputs, num_beams=beam_size, max_new_tokens=max_length,
+            cache_length=prompt.shape[1] + longest,
         )
         return state, status, extras
 
@@ -353,7 +356,7 @@ class GenerationExport(tf.Module):
             generated = tf.slice(tokens, [0, 1], [-1, self.max_new_tokens])
             new = lengths - 1
         else:
-            prompt_lengths = tf.gather(state["lengths"], tf.range(tf.shape(tokens)[0]) * state["beams"])
+            prompt_lengths = outputs["prompt_lengths"]
             positions = tf.minimum(
                 tf.expand_dims(prompt_lengths, 1) + tf.range(self.max_new_tokens), tokens.shape[1] - 1
             )

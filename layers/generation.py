@@ -119,13 +119,18 @@ class TextGenerator:
         jit_compile: bool, compile the loop with XLA. Default True.
         no_repeat_ngram_size: int >= 0, forbid repeating any n-gram of this
             size in a row (0 disables; prompts count). Default 0.
+        compact: bool or None, drop a prompt's rows from the loop once all its
+            beams are done, so a batch costs the sum of its outputs' lengths
+            rather than its longest times its size (the same tokens). None
+            (default): on unless ``jit_compile`` (XLA needs static shapes) or
+            the sampler is random.
 
     Call: ``generator(prompt_ids, prompt_lengths=None, seed=0,
     encoder_inputs=None, num_beams=None)`` with right-padded int
     ``prompt_ids (batch, P)`` returns a dict of NumPy arrays: ``token_ids
     (batch, P + max_new_tokens)`` (prompt then generated tokens, then
-    padding), ``lengths (batch,)`` and, for beam search, ``scores``
-    (length-normalised log-probabilities). ``encoder_inputs`` is what
+    padding), ``lengths (batch,)``, ``prompt_lengths (batch,)`` and, for beam
+    search, ``scores`` (length-normalised log-probabilities). ``encoder_inputs`` is what
     ``model.encode`` takes (a tensor or ``{"encoder_inputs",
     "encoder_padding_mask"}``); ``num_beams`` overrides the beam sampler's.
 
@@ -147,6 +152,7 @@ class TextGenerator:
         use_cache=True,
         jit_compile=True,
         no_repeat_ngram_size=0,
+        compact=None,
     ):
         self.model = model
         self.sampler = get_sampler(sampler)
@@ -172,6 +178,12 @@ class TextGenerator:
         self.no_repeat_ngram_size = int(no_repeat_ngram_size)
         self.use_cache = bool(use_cache)
         self.jit_compile = bool(jit_compile)
+        # Dropping finished prompts changes shapes inside the loop: not under XLA, and not for
+        # random samplers (their draws are per batch position, so the rows must stay put).
+        random = getattr(self.sampler, "is_random", False)
+        self.compact = (not self.jit_compile and not random) if compact is None else bool(compact)
+        if self.compact and (self.jit_compile or random):
+            raise ValueError("compact=True needs jit_compile=False and a greedy or beam-search sampler")
         if not model.built:
             model.build()
         # autograph=False: the loop is an explicit tf.while_loop; Python ifs here are trace-time choices.
@@ -265,8 +277,17 @@ class TextGenerator:
         )
         return self.finish(state)
 
-    def start(self, prompt_ids, prompt_lengths, seed=0, encoder_inputs=None, num_beams=None, max_new_tokens=None):
-        """The loop state after the prefill: a dict of tensors (and the model's cache structure)."""
+    def start(
+        self, prompt_ids, prompt_lengths, seed=0, encoder_inputs=None, num_beams=None, max_new_tokens=None,
+        cache_length=None,
+    ):
+        """The loop state after the prefill: a dict of tensors (and the model's cache structure).
+
+        ``cache_length`` (an int or scalar tensor, at most the constructor's)
+        sizes the KV-cache for this call: the longest prompt plus the most
+        tokens any row may add is enough, and a shorter cache makes every step
+        cheaper (each step reads, writes and, for beam search, reorders it).
+        """
         width = prompt_ids.shape[1]
         if width is None:
             raise ValueError("generate_step needs prompt_ids with a static length")
@@ -300,17 +321,72 @@ class TextGenerator:
             "limit": limit,
         }
         if self.use_cache:
-            cache = self.model.build_cache(tf.shape(tokens)[0], self.cache_length, encoder_outputs=context)
+            length = self.cache_length if cache_length is None else tf.minimum(cache_length, self.cache_length)
+            cache = self.model.build_cache(tf.shape(tokens)[0], length, encoder_outputs=context)
             _, state["cache"] = self.model.call_with_cache(tf.slice(tokens, [0, 0], [-1, width]), cache, 0)
         elif context is not None:
             state["context"] = context
+        state["beams"] = beams
         if self.beam:
             # Only the first beam of each prompt is live at the start, so the first
             # expansion does not pick the same continuation `beams` times.
             first = tf.where(tf.equal(tf.range(beams), 0), 0.0, _IMPOSSIBLE)
             state["scores"] = tf.reshape(tf.tile(tf.expand_dims(first, 0), [batch, 1]), [-1])
-            state["beams"] = beams
+        if self.compact:
+            # The rows still in the loop belong to the prompts in "group"; finished
+            # prompts' rows are written to the full-size "final" buffers.
+            state["group"] = tf.range(batch)
+            state["final"] = {key: state[key] for key in self._row_outputs()} | {"lengths": lengths}
         return state
+
+    def _row_outputs(self):
+        return ("tokens", "out_lengths", "scores") if self.beam else ("tokens", "out_lengths")
+
+    def _gather_rows(self, state, rows, groups):
+        """The loop state of the rows ``rows`` (of the prompts ``groups``) only."""
+        new = dict(state)
+        for key in ("tokens", "lengths", "out_lengths", "done", "scores"):
+            if key in state:
+                new[key] = tf.gather(state[key], rows)
+        if state["limit"].shape.rank == 1:
+            new["limit"] = tf.gather(state["limit"], rows)
+        if "cache" in state:
+            new["cache"] = self.model.select_rows(state["cache"], rows)
+        if "context" in state:
+            new["context"] = tf.nest.map_structure(lambda t: tf.gather(t, rows), state["context"])
+        new["group"] = tf.gather(state["group"], groups)
+        return new
+
+    def _retire(self, state):
+        """Write the rows of prompts whose beams are all done to ``final`` and drop them from the loop."""
+        beams = state["beams"]
+        finished = tf.reduce_all(tf.reshape(state["done"], [-1, beams]), axis=1)
+
+        def rows_of(groups):
+            return tf.reshape(tf.expand_dims(groups * beams, 1) + tf.range(beams), [-1])
+
+        def retire():
+            done_groups = tf.cast(tf.reshape(tf.where(finished), [-1]), tf.int32)
+            kept = tf.cast(tf.reshape(tf.where(tf.logical_not(finished)), [-1]), tf.int32)
+            leaving = rows_of(done_groups)
+            targets = tf.expand_dims(rows_of(tf.gather(state["group"], done_groups)), 1)
+            final = dict(state["final"])
+            for key in self._row_outputs():
+                final[key] = tf.tensor_scatter_nd_update(final[key], targets, tf.gather(state[key], leaving))
+            return {**self._gather_rows(state, rows_of(kept), kept), "final": final}
+
+        return tf.cond(tf.reduce_any(finished), retire, lambda: dict(state))
+
+    def _merged(self, state):
+        """The full-size outputs: ``final`` with the rows still in the loop written in."""
+        if not self.compact:
+            return state
+        beams = state["beams"]
+        targets = tf.expand_dims(tf.reshape(tf.expand_dims(state["group"] * beams, 1) + tf.range(beams), [-1]), 1)
+        merged = dict(state["final"])
+        for key in self._row_outputs():
+            merged[key] = tf.tensor_scatter_nd_update(merged[key], targets, state[key])
+        return {**merged, "beams": beams}
 
     def running(self, state):
         """Scalar bool: some row still generates and the buffer has room."""
@@ -319,12 +395,14 @@ class TextGenerator:
 
     def step(self, state):
         """One more token for every row (position ``state["index"]``); returns the next state."""
-        return self._beam_step(state) if self.beam else self._sample_step(state)
+        state = self._beam_step(state) if self.beam else self._sample_step(state)
+        return self._retire(state) if self.compact else state
 
     def finish(self, state):
         """The outputs: ``token_ids``, ``lengths`` (and ``scores``: beam search keeps each prompt's best beam)."""
+        state = self._merged(state)
         if not self.beam:
-            return {"token_ids": state["tokens"], "lengths": state["out_lengths"]}
+            return {"token_ids": state["tokens"], "lengths": state["out_lengths"], "prompt_lengths": state["lengths"]}
         beams = state["beams"]
         generated = tf.cast(tf.maximum(state["out_lengths"] - state["lengths"], 1), tf.float32)
         normalized = tf.reshape(state["scores"] / generated ** self.sampler.length_penalty, [-1, beams])
@@ -334,12 +412,14 @@ class TextGenerator:
             "token_ids": tf.gather(state["tokens"], best),
             "lengths": tf.gather(state["out_lengths"], best),
             "scores": tf.gather(tf.reshape(normalized, [-1]), best),
+            "prompt_lengths": tf.gather(state["lengths"], best),
         }
 
     def best_so_far(self, state):
         """``(token_ids, lengths)`` of each prompt's leading row now: what a streaming caller shows."""
         if not self.beam:
-            return state["tokens"], state["out_lengths"]
+            merged = self._merged(state)
+            return merged["tokens"], merged["out_lengths"]
         outputs = self.finish(state)
         return outputs["token_ids"], outputs["lengths"]
 

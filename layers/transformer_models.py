@@ -215,7 +215,7 @@ class TransformerCausalLM(_TokenModel):
         """Zero ``((key, value), ...)`` per layer, each ``(batch, heads, cache_length, head_dim)``."""
         if encoder_outputs is not None:
             raise ValueError("TransformerCausalLM has no encoder: build_cache takes no encoder_outputs")
-        cache_length = cache_length or self.max_length
+        cache_length = self.max_length if cache_length is None else cache_length
         return tuple(layer.self_attention.empty_cache(batch_size, cache_length) for layer in self.decoder_layers)
 
     def call_with_cache(self, token_ids, cache, cache_index):
@@ -233,6 +233,10 @@ class TransformerCausalLM(_TokenModel):
 
     def reorder_cache(self, cache, rows):
         """The cache with its batch rows taken from ``rows`` (beam search)."""
+        return _take_rows(cache, rows)
+
+    def select_rows(self, cache, rows):
+        """The cache of the rows ``rows`` only (the generator drops finished prompts)."""
         return _take_rows(cache, rows)
 
     def get_config(self):
@@ -508,7 +512,7 @@ class Transformer(_TokenModel):
         if encoder_outputs is None:
             raise ValueError("Transformer.build_cache needs encoder_outputs: (sequence, mask) from encode()")
         encoded, encoder_padding_mask = encoder_outputs
-        cache_length = cache_length or self.max_length
+        cache_length = self.max_length if cache_length is None else cache_length
         self_caches = tuple(layer.self_attention.empty_cache(batch_size, cache_length) for layer in self.decoder_layers)
         cross_caches = tuple(layer.cross_attention.compute_key_value(encoded) for layer in self.decoder_layers)
         return self_caches, cross_caches, ops.cast(encoder_padding_mask, "bool")
@@ -535,6 +539,11 @@ class Transformer(_TokenModel):
         """
         self_caches, cross_caches, encoder_padding_mask = cache
         return _take_rows(self_caches, rows), cross_caches, encoder_padding_mask
+
+    def select_rows(self, cache, rows):
+        """The whole cache (cross-attention and encoder mask included) of the rows ``rows`` only."""
+        self_caches, cross_caches, encoder_padding_mask = cache
+        return _take_rows(self_caches, rows), _take_rows(cross_caches, rows), ops.take(encoder_padding_mask, rows, axis=0)
 
     def generation_logits(self, token_ids, context):
         """Decoder logits of the whole sequence without a cache; ``context`` is :meth:`encode`'s output."""

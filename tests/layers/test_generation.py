@@ -384,3 +384,31 @@ def test_no_repeat_ngram_block_removes_every_repeated_ngram(sampler):
         assert _repeats(row, 2) == 0, row
     with pytest.raises(ValueError, match="no_repeat_ngram_size must be an integer >= 0"):
         TextGenerator(lm, no_repeat_ngram_size=-1)
+
+
+@pytest.mark.parametrize("sampler", ["greedy", BeamSampler(3)], ids=["greedy", "beam"])
+def test_dropping_finished_prompts_gives_the_same_tokens(seq2seq, lm, sampler):
+    """compact=True drops a prompt's rows once all its beams are done: outputs must not change."""
+    # End on a token the random models emit early for some rows, late or never for others.
+    for model, kwargs, prompts, lengths in (
+        (lm, {}, PROMPTS, LENGTHS),
+        (seq2seq, {"encoder_inputs": {"encoder_inputs": SOURCE, "encoder_padding_mask": SOURCE_PAD}},
+         np.ones((3, 1), "int32"), None),
+    ):  # fmt: skip
+        free = TextGenerator(model, sampler=sampler, max_new_tokens=10, jit_compile=False, compact=False)(
+            prompts, lengths, **kwargs
+        )
+        first = {int(t) for t in free["token_ids"][:, -10:].ravel()}
+        ends = [t for t in range(VOCAB) if t in first]
+        checked = 0
+        for end in ends[:6]:
+            a = TextGenerator(model, sampler=sampler, max_new_tokens=10, end_token_id=end, jit_compile=False,
+                              compact=False)(prompts, lengths, **kwargs)  # fmt: skip
+            b = TextGenerator(model, sampler=sampler, max_new_tokens=10, end_token_id=end, jit_compile=False,
+                              compact=True)(prompts, lengths, **kwargs)  # fmt: skip
+            for key in a:
+                np.testing.assert_allclose(a[key], b[key], atol=1e-5, err_msg=f"{key}, end {end}")
+            checked += len(set((a["lengths"]).tolist())) > 1  # prompts that finish at different steps
+        assert checked, "no end token made the prompts finish at different steps"
+    with pytest.raises(ValueError, match="compact=True needs jit_compile=False"):
+        TextGenerator(lm, max_new_tokens=8, jit_compile=True, compact=True)
