@@ -204,18 +204,30 @@ class GenerationReleases:
 
         self.models_dir = Path(models_dir)
         self.names = names
-        self.models, self.settings = {}, {}
+        self.models, self.settings, self.outdated = {}, {}, {}
         for choice, release in releases.items():
             try:
                 version_dir = latest_version_dir(self.models_dir, release)
             except FileNotFoundError:
                 continue
+            try:
+                settings = read_settings(version_dir)
+            except FileNotFoundError:
+                # A release written before the shared exporter (no assets/generation.json):
+                # its signatures differ, so it is listed, not served.
+                self.outdated[choice] = version_dir
+                continue
             self.models[choice] = ReleasedModel(version_dir)
-            self.settings[choice] = read_settings(version_dir)
+            self.settings[choice] = settings
         if not self.models:
             example = next(iter(releases.values()))
+            old = "".join(
+                f" {path} predates the current export format (no assets/generation.json); re-export it with "
+                f"`tfsuite export <app> --checkpoint <its model.keras>`."
+                for path in self.outdated.values()
+            )
             raise FileNotFoundError(
-                f"no released model under {self.models_dir}/{example}/; train and export one: "
+                f"no servable release under {self.models_dir}/{example}/.{old} To make one: "
                 f"`tfsuite train <app>` then `tfsuite export <app> --checkpoint runs/<app>/<run>/model.keras`"
             )
 

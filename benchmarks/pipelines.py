@@ -160,7 +160,7 @@ def wordpiece_tokenizers(examples, args, WordpieceTokenizer, learn_wordpiece_voc
 
 def translation(args):
     from apps.translation.app import TranslationConfig
-    from apps.translation.model import TranslationModel
+    from layers.transformer_models import Transformer
     from pipelines import text
     from pipelines.wordpiece import WordpieceTokenizer, learn_wordpiece_vocab
 
@@ -173,11 +173,12 @@ def translation(args):
         max_source_length=config.max_source_length, max_target_length=config.max_target_length, shuffle=True, seed=0,
         shuffle_buffer=2000, buckets=(16, 32, 48),
     )  # fmt: skip
-    model = TranslationModel(
+    model = Transformer(  # the app's network (apps/seq2seq.py build_model) at its default size
         encoder_vocab_size=source_tok.vocab_size, decoder_vocab_size=target_tok.vocab_size,
         max_length=config.model_max_length, num_encoder_layers=config.num_layers, num_decoder_layers=config.num_layers,
         hidden_dim=config.hidden_dim, num_heads=config.num_heads, intermediate_dim=config.intermediate_dim,
-        dropout=config.dropout, normalize_first=config.normalize_first, position_encoding=config.position_encoding,
+        dropout=config.dropout, activation_dropout=config.activation_dropout,
+        normalize_first=config.normalize_first, position_encoding=config.position_encoding,
     )  # fmt: skip
     loss_layer = keras.losses.CategoricalCrossentropy(
         from_logits=True, label_smoothing=config.label_smoothing, reduction=None
@@ -185,7 +186,7 @@ def translation(args):
 
     def loss_fn(model, batch):
         inputs, labels = batch  # labels: y + [END], padded with the pad id (0, which the model masks)
-        logits = model({"encoder_inputs": inputs["encoder_token_ids"], "decoder_inputs": inputs["decoder_token_ids"]}, training=True)
+        logits = model(inputs, training=True)
         mask = tf.cast(inputs["decoder_padding_mask"], tf.float32)
         losses = loss_layer(tf.one_hot(labels, target_tok.vocab_size), logits)
         return tf.reduce_sum(losses * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
@@ -196,7 +197,7 @@ def translation(args):
     step = make_step(model, loss_fn, dataset.element_spec, optimizer)
     step(next(iter(dataset)))  # builds the model and traces the step once
     print(
-        f"translation: the app's default TranslationModel ({config.num_layers}+{config.num_layers} layers, "
+        f"translation: the app's default Transformer ({config.num_layers}+{config.num_layers} layers, "
         f"d_model {config.hidden_dim}, {config.num_heads} heads, FFN {config.intermediate_dim}, "
         f"{'pre' if config.normalize_first else 'post'}-LN), {count_params(model):,} parameters; "
         f"batch {batch_size}, up to {config.max_source_length} tokens"

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from apps.trainer import train
 from apps.translation import TranslationApp, TranslationConfig
-from apps.translation import data as data_lib
+from apps.seq2seq import Seq2SeqApp
 from tests.apps.translation.test_app import TINY, synthetic_pairs
 
 # Dropout on, so the resumed run must also restore the random streams; a checkpoint every 3 steps
@@ -41,7 +41,8 @@ class KillAt(keras.callbacks.Callback):
 def main(runs_dir, kill_at=0):
     tf.config.experimental.enable_op_determinism()
     english, german = synthetic_pairs()
-    data_lib.load_texts = lambda config, split: (english, german)
+    Seq2SeqApp.load_texts = lambda self, config, split: (english, german)
+    Seq2SeqApp.data_version = lambda self, config: "synthetic:0"
     config = TranslationConfig(**CONFIG, runs_dir=runs_dir)
     result = train(TranslationApp(), config, callbacks=[KillAt(kill_at)] if kill_at else [], command="resume_worker")
     print(f"finished: {result.model_path}", flush=True)
