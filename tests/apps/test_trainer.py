@@ -162,7 +162,7 @@ def test_bad_precision_and_non_finite_floats_are_refused(argv, message, capsys):
 def test_mixed_bfloat16_training_saves_a_float32_model(tmp_path, monkeypatch):
     english, german = synthetic_pairs()
     monkeypatch.setattr(Seq2SeqApp, "load_texts", lambda self, config, split: (english, german))
-    config = TranslationConfig(**{**TINY, "epochs": 1}, precision="mixed_bfloat16", runs_dir=str(tmp_path), run_name="bf16")
+    config = TranslationConfig(**{**TINY, "epochs": 1, "precision": "mixed_bfloat16"}, runs_dir=str(tmp_path), run_name="bf16")
     result = train(TranslationApp(), config, command="pytest")
     assert keras.mixed_precision.global_policy().name == "float32"  # restored after training
     model = keras.saving.load_model(result.model_path)
