@@ -61,9 +61,12 @@ def test_manifest_records_config_data_metrics_and_commands(manifest_entry, versi
     assert evaluation["test_sentences"] > 3000 and "tok:13a" in evaluation["signatures"]["bleu"]
     assert 0 < evaluation["metrics"]["bleu"] < 100 and 0 < evaluation["metrics"]["chrf"] < 100
     assert entry["train_seconds"] > 0
-    if (version_dir / "assets" / "translator.json").is_file():  # version 1's own settings file
-        settings = json.loads((version_dir / "assets" / "translator.json").read_text())
-        assert settings["num_beams"] == evaluation["beam_size"] == entry["config"]["beam_size"]
+    settings = json.loads((version_dir / "assets" / "translator.json").read_text())  # version 1's settings file
+    assert settings["num_beams"] == evaluation["beam_size"] == entry["config"]["beam_size"]
+
+
+def test_signatures_are_version_1s_api(serving):
+    assert {"serving_default", "translate"} <= set(serving.signatures)
 
 
 def test_release_reproduces_the_translations_recorded_at_evaluation(manifest_entry, serving):
@@ -71,8 +74,7 @@ def test_release_reproduces_the_translations_recorded_at_evaluation(manifest_ent
     assert examples
     sources = [e["source"] for e in examples]
     outputs = serving.signatures["serving_default"](sentences=tf.constant(sources))
-    translations = outputs.get("translations", outputs.get("outputs"))
-    assert [t.decode("utf-8") for t in translations.numpy()] == [e["translation"] for e in examples]
+    assert [t.decode("utf-8") for t in outputs["translations"].numpy()] == [e["translation"] for e in examples]
 
 
 def test_demo_model_of_the_release(version_dir):
