@@ -10,6 +10,9 @@ All three compute ``gamma * (x - mu) / sigma + beta`` with
 * ``GroupNormalization``: over each sample's channels split into groups (and
   every spatial axis).
 
+``RMSNormalization`` (T5's layer norm, section 6.3) drops the mean and
+``beta``: ``gamma * x / sqrt(mean(x^2) + epsilon)``.
+
 The normalization is applied in the fused form ``x * inv + (beta - mu * inv)``
 with ``inv = gamma / sigma``: one multiply and one add over the full tensor,
 the same arithmetic as ``tf.nn.batch_normalization``. Statistics are computed
@@ -25,7 +28,7 @@ from keras import backend, ops
 
 from layers.validation import check_min_rank, check_positive_float, check_positive_int
 
-__all__ = ["BatchNormalization", "LayerNormalization", "GroupNormalization"]
+__all__ = ["BatchNormalization", "LayerNormalization", "GroupNormalization", "RMSNormalization"]
 
 
 def _normalize_axis(layer_name, axis, rank, input_shape):
@@ -527,3 +530,52 @@ class GroupNormalization(_Normalization):
 
     def get_config(self):
         return {**super().get_config(), "groups": self.groups, "axis": self.axis}
+
+
+@keras.saving.register_keras_serializable(package="tfsuite")
+class RMSNormalization(keras.layers.Layer):
+    """Section 6.3, T5's layer norm (root mean square): ``y = gamma * x / sqrt(mean(x^2) + epsilon)``.
+
+    Layer normalization without the mean subtraction and without ``beta``
+    (Zhang & Sennrich, 2019), as in T5: the statistic is taken per position over
+    the feature axis, in float32 even under mixed precision.
+
+    Args:
+        epsilon: float > 0 added to the mean square. Default ``1e-6`` (T5's).
+        gamma_initializer: initializer of the scale. Default ``"ones"``.
+
+    Input shape: ``(batch, ..., features)``. Output shape: same as input.
+
+    Example:
+    >>> RMSNormalization()(np.random.randn(2, 5, 8).astype("float32")).shape
+    (2, 5, 8)
+    """
+
+    def __init__(self, epsilon=1e-6, gamma_initializer="ones", **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = check_positive_float("RMSNormalization epsilon", epsilon)
+        self.gamma_initializer = keras.initializers.get(gamma_initializer)
+
+    def build(self, input_shape):
+        check_min_rank("RMSNormalization", input_shape, 2, "(batch, ..., features)")
+        features = _known_dim("RMSNormalization", input_shape, len(input_shape) - 1, "features")
+        self.gamma = self.add_weight(name="gamma", shape=(features,), initializer=self.gamma_initializer)
+
+    def call(self, inputs):
+        if inputs.shape[-1] != self.gamma.shape[0]:
+            raise ValueError(
+                f"RMSNormalization was built for {self.gamma.shape[0]} features, got shape {tuple(inputs.shape)}"
+            )
+        x = ops.cast(inputs, _stats_dtype(inputs))
+        x = x * ops.rsqrt(ops.mean(ops.square(x), axis=-1, keepdims=True) + self.epsilon)
+        return ops.cast(ops.cast(self.gamma, x.dtype) * x, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "epsilon": self.epsilon,
+            "gamma_initializer": keras.initializers.serialize(self.gamma_initializer),
+        }
