@@ -634,7 +634,8 @@ class TFLiteRunner:
                     valid.append(None)
             batch = np.array([b"" if v is None or not v.strip() else d for v, d in zip(valid, raw)], dtype=object)
             outputs = self.runner(**{self.names["input"]: batch})
-            room = self.settings["source_length"] - (2 if self.settings.get("source_markers", True) else 0)
+            room = self.settings["source_length"] - (2 if self.settings.get("source_markers", True) else 0) - (
+                self.settings.get("prefix_tokens", 0))
             status = [
                 "invalid_utf8" if text is None else status_of(text, int(n), int(u), room)
                 for text, n, u in zip(valid, outputs["input_tokens"], outputs["unknown_tokens"])

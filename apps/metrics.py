@@ -12,6 +12,11 @@ Metrics are maintained libraries' implementations, never our own:
 * ``bleu`` / ``chrf``: sacrebleu's corpus BLEU (``13a`` tokenizer; for
   Japanese ``ja-mecab`` when ``mecab-python3`` + ``ipadic`` are installed,
   else ``char``) and chrF (character 6-grams, beta 2), as for WMT;
+* ``rouge1`` / ``rouge2`` / ``rougeL``: Google's ``rouge-score`` (the
+  reference implementation of Lin 2004 used by the T5 and PEGASUS papers),
+  F-measure with the Porter stemmer, averaged over examples, in percent;
+* :func:`novel_word_share`: how abstractive summaries are (share of their
+  words not in the text);
 * :func:`repetition_rate`: the share of outputs caught in a loop (an n-gram of
   3 or more tokens repeated 3 or more times), the symptom of an under-trained
   decoder.
@@ -29,6 +34,7 @@ from __future__ import annotations
 import datetime
 import functools
 import json
+import re
 import time
 from pathlib import Path
 
@@ -39,7 +45,9 @@ __all__ = [
     "corpus_bleu",
     "corpus_chrf",
     "corpus_scores",
+    "novel_word_share",
     "repetition_rate",
+    "rouge_scores",
     "score_generations",
     "signatures",
     "write_evaluation",
@@ -99,6 +107,36 @@ def corpus_chrf(hypotheses, references):
 def corpus_scores(hypotheses, references, language="de"):
     """``{"bleu": ..., "chrf": ...}`` of one corpus."""
     return {"bleu": corpus_bleu(hypotheses, references, language), "chrf": corpus_chrf(hypotheses, references)}
+
+
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
+
+
+def rouge_scores(hypotheses, references):
+    """``{"rouge1", "rouge2", "rougeL"}``: mean F-measure (percent) over examples, Porter stemming on."""
+    from rouge_score import rouge_scorer
+
+    _check(hypotheses, references)
+    scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
+    totals = dict.fromkeys(ROUGE_TYPES, 0.0)
+    for hypothesis, reference in zip(hypotheses, references):
+        for name, score in scorer.score(reference, hypothesis).items():
+            totals[name] += score.fmeasure
+    return {name: 100.0 * total / len(hypotheses) for name, total in totals.items()}
+
+
+_WORD = re.compile(r"\w+")
+
+
+def novel_word_share(summaries, texts):
+    """Share of the summaries' words (lower-cased, over all summaries) that do not occur in their text."""
+    novel = total = 0
+    for summary, text in zip(summaries, texts):
+        words = _WORD.findall(summary.lower())
+        seen = set(_WORD.findall(text.lower()))
+        novel += sum(word not in seen for word in words)
+        total += len(words)
+    return novel / total if total else 0.0
 
 
 def signatures(language="de"):

@@ -29,6 +29,10 @@ _APPS = {
         "apps.translation:TranslationApp",
         "translate English to German (or Japanese) with a Transformer and beam search; BLEU, chrF",
     ),
+    "summarization": (
+        "apps.summarization:SummarizationApp",
+        "summarize a text in one line with T5 (span-corruption pre-training); ROUGE against the lead baseline",
+    ),
 }
 
 

@@ -49,12 +49,14 @@ from apps.export import BEAM_SIZES, SignatureNames
 from apps.losses import MaskedAccuracy, SmoothedSequenceLoss
 from layers.generation import TextGenerator
 from layers.samplers import BeamSampler
+from layers.t5 import T5
 from layers.transformer_models import Transformer
 from layers.validation import check_positive_float, check_positive_int
 from pipelines import text as text_pipeline
 from pipelines import tfds_sources
 from pipelines.corpora import sources as corpora_sources
 from pipelines.preprocessing import BLANK_STATUSES, TextPreprocessor
+from pipelines.span_corruption import make_span_corruption_dataset, sentinel_tokens
 from pipelines.wordpiece import WordpieceTokenizer, learn_wordpiece_vocab
 
 __all__ = ["Seq2SeqApp", "Seq2SeqConfig", "Seq2SeqDecoder", "Tokenizers", "lr_schedule"]
@@ -66,6 +68,8 @@ TOKENIZER_FOLDER = "tokenizers"
 # default bound, 1e7, only adds search rounds: an 8k vocabulary of a corpus this
 # size needs a threshold of a few dozen at most; measured 4x faster learning).
 LEARN_UPPER_THRESHOLD = 256
+ARCHITECTURES = ("transformer", "t5")
+OBJECTIVES = ("supervised", "span_corruption")
 
 
 class Tokenizers(NamedTuple):
@@ -89,6 +93,14 @@ class Seq2SeqConfig(TrainConfig):
     max_target_length: int = option(96, "target tokens incl. [START]; longer training pairs are left out")
     batch_tokens: int = option(4096, "padded tokens per training batch (batch_size caps the examples)")
     validation_pairs: typing.Optional[int] = option(1000, "validation pairs scored for val_loss each epoch (none: all)")
+    architecture: str = option("transformer", "transformer (chapter 5) or t5 (section 6.3: relative position bias, RMS norm)")
+    gated_ffn: bool = option(False, "t5: gated-GELU FFN (T5 v1.1) instead of ReLU")
+    task_prefix: str = option("", "text-to-text task prefix put before every input (T5: 'summarize: ')")
+    sentinels: int = option(0, "sentinel tokens [X0].. reserved in the vocabulary (span corruption needs them)")
+    objective: str = option("supervised", "supervised (input -> output pairs) or span_corruption (T5 pre-training)")
+    noise_density: float = option(0.15, "span_corruption: share of tokens dropped")
+    mean_span_length: float = option(3.0, "span_corruption: mean length of a dropped span")
+    init_from: str = option("", "a .keras model of the same architecture whose weights start training (fine-tuning)")
     num_layers: int = option(4, "encoder layers and decoder layers (each)")
     hidden_dim: int = option(256, "d_model")
     num_heads: int = option(4, "attention heads")
@@ -116,6 +128,8 @@ class Seq2SeqConfig(TrainConfig):
         for name, value, choices in (
             ("lr_schedule", self.lr_schedule, ("cosine", "inverse_sqrt")),
             ("position_encoding", self.position_encoding, ("learned", "sinusoidal")),
+            ("architecture", self.architecture, ARCHITECTURES),
+            ("objective", self.objective, OBJECTIVES),
         ):
             if value not in choices:
                 raise ConfigError(f"{name} must be one of {list(choices)}, got {value!r}")
@@ -136,7 +150,7 @@ class Seq2SeqConfig(TrainConfig):
         if self.max_source_length < 3:
             raise ConfigError(f"max_source_length must be >= 3 ([START] token [END]), got {self.max_source_length}")
         longest = max(self.max_source_length, self.max_target_length, self.max_new_tokens + 1)
-        if self.position_encoding == "learned" and longest > self.model_max_length:
+        if self.architecture == "transformer" and self.position_encoding == "learned" and longest > self.model_max_length:
             raise ConfigError(
                 f"model_max_length={self.model_max_length} is shorter than the longest sequence ({longest} tokens: "
                 "max_source_length, max_target_length, max_new_tokens + 1); raise --model-max-length"
@@ -150,6 +164,16 @@ class Seq2SeqConfig(TrainConfig):
             raise ConfigError(f"no_repeat_ngram_size must be >= 0, got {self.no_repeat_ngram_size}")
         if self.share_embeddings and not self.shared_vocab:
             raise ConfigError("--share-embeddings needs --shared-vocab (one vocabulary for both sides)")
+        if self.architecture == "t5" and not self.shared_vocab:
+            raise ConfigError("--architecture t5 needs --shared-vocab: T5 has one embedding for input and output")
+        if self.objective == "span_corruption" and self.sentinels < 1:
+            raise ConfigError("--objective span_corruption needs --sentinels N (N >= 1 tokens [X0].. to mark spans)")
+        if self.sentinels < 0:
+            raise ConfigError(f"sentinels must be >= 0, got {self.sentinels}")
+        if not 0 < self.noise_density < 1 or self.mean_span_length < 1:
+            raise ConfigError("noise_density must be in (0, 1) and mean_span_length >= 1")
+        if self.init_from and not self.init_from.endswith(".keras"):
+            raise ConfigError(f"--init-from must name a .keras model written by `tfsuite train`, got {self.init_from!r}")
 
 
 def lr_schedule(config, total_steps):
@@ -307,6 +331,12 @@ class Seq2SeqApp(App):
     default_dataset: ClassVar[str]
     names: ClassVar[SignatureNames] = SignatureNames()
     baseline_name: ClassVar[str] = "baseline"
+    buckets: ClassVar[tuple] = BUCKETS
+    # The demo tab (a text box in, the output text out, beam size and length sliders).
+    input_label: ClassVar[str] = "Input"
+    output_label: ClassVar[str] = "Output"
+    max_input_characters: ClassVar[int] = 1000
+    fallback_examples: ClassVar[tuple] = ()
     monitor = "val_loss"
     monitor_mode = "min"
     supports_tflite = True
@@ -333,6 +363,10 @@ class Seq2SeqApp(App):
     def baseline(self, sources, config):
         """The trivial outputs the model must beat, one per source (copy, lead sentence, ...)."""
         raise NotImplementedError
+
+    def output_statistics(self, hypotheses, sources, references, config):
+        """Extra figures of the model's outputs (for example how abstractive they are); default none."""
+        return {}
 
     # --- data ---------------------------------------------------------------------------
 
@@ -373,24 +407,34 @@ class Seq2SeqApp(App):
     # --- tokenizers and preprocessor --------------------------------------------------------
 
     def tokenizer_dir(self, config):
-        """``--tokenizer-dir``, else ``runs/<app>/<run>/tokenizers``."""
+        """``--tokenizer-dir``, else the ``--init-from`` model's, else ``runs/<app>/<run>/tokenizers``."""
         from apps.trainer import run_dir
 
-        return config.tokenizer_dir or str(run_dir(self, config) / TOKENIZER_FOLDER)
+        if config.tokenizer_dir:
+            return config.tokenizer_dir
+        if config.init_from and (Path(config.init_from).parent / TOKENIZER_FOLDER).is_dir():
+            # Fine-tuning reads the vocabulary the starting weights were trained with.
+            return str(Path(config.init_from).parent / TOKENIZER_FOLDER)
+        return str(run_dir(self, config) / TOKENIZER_FOLDER)
+
+    def _own_tokenizer_dir(self, config):
+        from apps.trainer import run_dir
+
+        return str(run_dir(self, config) / TOKENIZER_FOLDER)
 
     def tokenizers(self, config):
         """The run's :class:`Tokenizers`, learned and saved on first use."""
         directory = self.tokenizer_dir(config)
         if directory not in self._tokenizers:
-            self._tokenizers[directory] = (
-                load_tokenizers(directory) if config.tokenizer_dir else self._load_or_learn(config, directory)
-            )
+            given = config.tokenizer_dir or directory != self._own_tokenizer_dir(config)
+            self._tokenizers[directory] = load_tokenizers(directory) if given else self._load_or_learn(config, directory)
         return self._tokenizers[directory]
 
     def _cache_dir(self, config, side):
         settings = {
             "kind": "wordpiece", "dataset": self.dataset_name(config), "side": "shared" if config.shared_vocab else side,
             "vocab_size": config.vocab_size, "lower_case": config.lower_case, "limit": config.limit,
+            **({"sentinels": config.sentinels} if config.sentinels else {}),
         }
         digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
         root = corpora_sources.data_dir().parent / TOKENIZER_FOLDER
@@ -398,7 +442,8 @@ class Seq2SeqApp(App):
 
     def _learn(self, texts, config):
         vocab = learn_wordpiece_vocab(
-            texts, vocab_size=config.vocab_size, lower_case=config.lower_case, upper_thresh=LEARN_UPPER_THRESHOLD
+            texts, vocab_size=config.vocab_size, lower_case=config.lower_case, upper_thresh=LEARN_UPPER_THRESHOLD,
+            extra_reserved_tokens=sentinel_tokens(config.sentinels),
         )
         # The learner keeps whitespace pieces such as "\xa0" (no-break space in
         # catalogue strings), which the tokenizer rejects; they carry no text.
@@ -430,22 +475,47 @@ class Seq2SeqApp(App):
             learned.get(side, learned.get("shared")).save(directory / side)
         return load_tokenizers(directory)
 
-    def preprocessor(self, config, tokenizers=None):
+    def preprocessor(self, config, tokenizers=None, prefix=None):
         """The :class:`~pipelines.preprocessing.TextPreprocessor` of the config (pipeline, decoder and export)."""
         source, target = tokenizers or self.tokenizers(config)
         return TextPreprocessor(
             source, target, config.max_source_length, config.max_target_length,
             language=self.language(config), input_name=self.names.input,
+            prefix=config.task_prefix if prefix is None else prefix,
         )
+
+    def sentinel_ids(self, config):
+        """Ids of the vocabulary's ``[X0] ..`` sentinel tokens (span corruption)."""
+        vocab = list(self.tokenizers(config).source.vocab)
+        missing = [token for token in sentinel_tokens(config.sentinels) if token not in vocab]
+        if missing:
+            raise ValueError(
+                f"the tokenizers under {self.tokenizer_dir(config)} have no {config.sentinels} sentinel tokens; "
+                "learn them with --sentinels N (a new run folder or --tokenizer-dir)"
+            )
+        return [vocab.index(token) for token in sentinel_tokens(config.sentinels)]
+
+    def pretraining_texts(self, config, split):
+        """Texts for span corruption: the split's inputs and outputs (the corpus's own English)."""
+        sources, targets = self.load_texts(config, split)
+        return sources + targets
 
     # --- datasets ---------------------------------------------------------------------------
 
     def _dataset(self, config, split, training=False):
         count = config.validation_pairs if split == "validation" else None
+        if config.objective == "span_corruption":
+            texts = self.pretraining_texts(config, split)[:count]
+            return make_span_corruption_dataset(
+                tf.data.Dataset.from_tensor_slices({"text": texts}), "text", self.preprocessor(config, prefix=""),
+                self.sentinel_ids(config), batch_size=config.batch_size, batch_tokens=config.batch_tokens,
+                buckets=self.buckets, noise_density=config.noise_density, mean_span_length=config.mean_span_length,
+                shuffle=training, seed=config.seed, shuffle_buffer=max(1, len(texts)),
+            )
         return text_pipeline.make_seq2seq_dataset(
             self._texts_dataset(config, split, count), self.source_field, self.target_field,
             preprocessor=self.preprocessor(config), long_pairs="drop", batch_size=config.batch_size,
-            batch_tokens=config.batch_tokens, buckets=BUCKETS, shuffle=training, seed=config.seed,
+            batch_tokens=config.batch_tokens, buckets=self.buckets, shuffle=training, seed=config.seed,
             deterministic=config.deterministic or not training, cache=True,
             shuffle_buffer=max(1, len(self.load_texts(config, split)[0])),
         )
@@ -460,24 +530,37 @@ class Seq2SeqApp(App):
     # --- model --------------------------------------------------------------------------------
 
     def build_model(self, config):
+        """The config's ``Transformer`` (chapter 5) or ``T5`` (section 6.3); ``--init-from`` weights if given."""
         tokenizers = self.tokenizers(config)
-        model = Transformer(
-            encoder_vocab_size=tokenizers.source.vocab_size,
-            decoder_vocab_size=tokenizers.target.vocab_size,
-            max_length=config.model_max_length,
-            num_encoder_layers=config.num_layers,
-            num_decoder_layers=config.num_layers,
-            hidden_dim=config.hidden_dim,
-            num_heads=config.num_heads,
-            intermediate_dim=config.intermediate_dim,
-            dropout=config.dropout,
-            activation_dropout=config.activation_dropout,
-            share_embeddings=config.share_embeddings,
-            normalize_first=config.normalize_first,
-            position_encoding=config.position_encoding,
-            name=f"{self.name}_transformer",
+        common = dict(
+            max_length=config.model_max_length, num_layers=config.num_layers, hidden_dim=config.hidden_dim,
+            num_heads=config.num_heads, intermediate_dim=config.intermediate_dim, dropout=config.dropout,
         )
+        if config.architecture == "t5":
+            model = T5(
+                tokenizers.target.vocab_size, **common, activation="gelu" if config.gated_ffn else "relu",
+                use_gated_activation=config.gated_ffn, name=f"{self.name}_t5",
+            )
+        else:
+            common["num_encoder_layers"] = common["num_decoder_layers"] = common.pop("num_layers")
+            model = Transformer(
+                encoder_vocab_size=tokenizers.source.vocab_size, decoder_vocab_size=tokenizers.target.vocab_size,
+                **common, activation_dropout=config.activation_dropout, share_embeddings=config.share_embeddings,
+                normalize_first=config.normalize_first, position_encoding=config.position_encoding,
+                name=f"{self.name}_transformer",
+            )
         model.build()
+        if config.init_from:
+            from apps.trainer import load_checkpoint
+
+            start = load_checkpoint(config.init_from)
+            shapes = [tuple(w.shape) for w in start.weights]
+            if shapes != [tuple(w.shape) for w in model.weights]:
+                raise ValueError(
+                    f"--init-from {config.init_from} holds a {type(start).__name__} whose weights do not match this "
+                    f"config's {type(model).__name__} (same --architecture, sizes and tokenizers needed)"
+                )
+            model.set_weights(start.get_weights())
         return model
 
     def compile_kwargs(self, config):
@@ -529,6 +612,7 @@ class Seq2SeqApp(App):
             **{f"{self.baseline_name}_{name}": value for name, value in baseline.items()},
             "repetition_rate": metrics_lib.repetition_rate(hypotheses),
             "reference_repetition_rate": metrics_lib.repetition_rate(references),
+            **self.output_statistics(hypotheses, sources, references, config),
         }
         record = {
             "metrics": results,
@@ -553,8 +637,13 @@ class Seq2SeqApp(App):
 
         Also writes ``<run folder>/evaluation.json`` (read by the release).
         """
-        from apps.trainer import run_dir
+        from apps.trainer import _with_cardinality, run_dir
 
+        if config.objective == "span_corruption":
+            # A pre-training run is judged by how well it fills in the test split's dropped spans.
+            test = _with_cardinality(self._dataset(config, "test"))
+            loss, accuracy = model.evaluate(test, verbose=0, return_dict=False)
+            return {"span_loss": float(loss), "span_accuracy": float(accuracy)}
         label = f"Keras model, beam {config.beam_size}"
         results, record = self._score_all(lambda batch: self.generate(model, config, batch), label, config)
         metrics_lib.write_evaluation(run_dir(self, config), record)
@@ -619,6 +708,63 @@ class Seq2SeqApp(App):
         return write_tflite(saved_model_dir, output_dir)
 
     # --- UI (apps/ui.py builds the streaming tab) ------------------------------------------------
+
+    def ui_inputs(self, releases=None):
+        """The input text, beam size and maximum length (ranges from the release)."""
+        import gradio as gr
+
+        settings = self._ui_settings(releases)
+        return [
+            gr.Textbox(label=self.input_label, lines=6, placeholder=f"Type or paste the {self.input_label.lower()}"),
+            gr.Slider(min(settings["beam_sizes"]), max(settings["beam_sizes"]), value=settings["num_beams"], step=1,
+                      label="Beam size (1 = greedy search)"),
+            gr.Slider(1, settings["max_new_tokens"], value=settings["max_new_tokens"], step=1,
+                      label="Max length (word pieces)"),
+        ]
+
+    def ui_outputs(self):
+        import gradio as gr
+
+        return [gr.Textbox(label=self.output_label, lines=3)]
+
+    def _ui_settings(self, releases):
+        if releases and releases.settings:
+            return next(iter(releases.settings.values()))
+        config = self.Config()
+        return {"beam_sizes": list(range(1, max(BEAM_SIZES) + 1)), "num_beams": config.beam_size,
+                "max_new_tokens": config.max_new_tokens}
+
+    def ui_examples(self, cache_dir, releases=None):
+        """Short test-split inputs when the corpus is built, else the app's fixed ones."""
+        try:
+            texts = sorted(self.load_texts(self.Config(), "test")[0][:200], key=len)[:3]
+        except Exception:  # noqa: BLE001 - a demo without the built corpus still shows examples
+            texts = []
+        settings = self._ui_settings(releases)
+        return [[text, settings["num_beams"], settings["max_new_tokens"]] for text in texts or self.fallback_examples]
+
+    def check_text(self, text):
+        """The UI's text, whitespace-normalised; ValueError with a message for the user when empty or too long."""
+        if text is None or not str(text).strip():
+            raise ValueError(f"Nothing to work on: type the {self.input_label.lower()}.")
+        text = " ".join(str(text).split())
+        if len(text) > self.max_input_characters:
+            raise ValueError(
+                f"The text is {len(text)} characters long; the model reads at most {self.max_input_characters} "
+                "characters at a time: split it into parts."
+            )
+        return text
+
+    def check_options(self, beam_size, max_length):
+        for name, value in (("Beam size", beam_size), ("Max length", max_length)):
+            if value is None or int(value) != value or int(value) < 1:
+                raise ValueError(f"{name} must be a whole number of at least 1, got {value}.")
+        return int(beam_size), int(max_length)
+
+    def preprocess(self, text, beam_size=4, max_length=32):
+        """UI values -> a ``GenerationReleases`` request; ValueError with a message for the user on bad input."""
+        beam_size, max_length = self.check_options(beam_size, max_length)
+        return {"choice": self.name, "input": self.check_text(text), "beam_size": beam_size, "max_length": max_length}
 
     def postprocess(self, outputs):
         """A signature's outputs -> the first output text (``str``)."""

@@ -399,6 +399,11 @@ def _mask_bias(mask):
     return ops.where(ops.cast(mask, "bool"), 0.0, _MASK_VALUE)
 
 
+def _key_mask(padding_mask):
+    """``(batch, S)`` -> ``(batch, 1, 1, S)``; expand_dims, not ``[:, None]``: TFLite has no kernel for new-axis slices."""
+    return ops.expand_dims(ops.expand_dims(ops.cast(padding_mask, "bool"), 1), 1)
+
+
 def _take_rows(cache, rows):
     return tuple((ops.take(k, rows, axis=0), ops.take(v, rows, axis=0)) for k, v in cache)
 
@@ -539,7 +544,7 @@ class T5(keras.Model):
         length = ops.shape(x)[1]
         # One bias for the whole stack: relative positions plus the padding mask.
         bias = self.encoder_position_bias(relative_positions(length, length))
-        bias = bias + _mask_bias(encoder_padding_mask[:, None, None, :])
+        bias = bias + _mask_bias(_key_mask(encoder_padding_mask))
         for layer in self.encoder_layers:
             x = layer(x, attention_bias=bias, training=training)
         return self._drop(self.encoder_final_norm(x), training), encoder_padding_mask
@@ -561,9 +566,9 @@ class T5(keras.Model):
         length = ops.shape(x)[1]
         mask = ops.expand_dims(ops.less_equal(relative_positions(length, length), 0), 1)  # causal: j <= i
         if decoder_padding_mask is not None:
-            mask = ops.logical_and(mask, ops.cast(decoder_padding_mask, "bool")[:, None, None, :])
+            mask = ops.logical_and(mask, _key_mask(decoder_padding_mask))
         bias = self.decoder_position_bias(relative_positions(length, length)) + _mask_bias(mask)
-        cross_bias = _mask_bias(encoder_padding_mask[:, None, None, :])
+        cross_bias = _mask_bias(_key_mask(encoder_padding_mask))
         for layer in self.decoder_layers:
             x = layer([x, encoded], attention_bias=bias, cross_attention_bias=cross_bias, training=training)
         return self._drop(self.decoder_final_norm(x), training)
@@ -607,7 +612,7 @@ class T5(keras.Model):
         x = self._embed(token_ids, False)
         positions = relative_positions(ops.shape(token_ids)[1], ops.shape(self_caches[0][0])[2], cache_index)
         bias = self.decoder_position_bias(positions) + _mask_bias(ops.expand_dims(ops.less_equal(positions, 0), 1))
-        cross_bias = _mask_bias(encoder_padding_mask[:, None, None, :])
+        cross_bias = _mask_bias(_key_mask(encoder_padding_mask))
         new_self = []
         for layer, self_cache, cross_cache in zip(self.decoder_layers, self_caches, cross_caches):
             x, self_cache = layer(

@@ -153,6 +153,9 @@ class TextPreprocessor(tf.Module):
         language: str or None, target language code whose spacing rules
             :meth:`decode` applies (:func:`restore_spacing_graph`). Default None.
         input_name: str, the serving signature's input name. Default ``"sentences"``.
+        prefix: str, the text-to-text task prefix (T5, section 6.3:
+            ``"summarize: "``), tokenized once and put before every input's
+            ids (after ``[START]``); it counts against ``source_length``. Default ``""``.
 
     The training pipeline is ``pipelines.text.make_seq2seq_dataset(examples,
     preprocessor=...)``: the same tokenizers, lengths and markers.
@@ -175,6 +178,7 @@ class TextPreprocessor(tf.Module):
         source_markers=True,
         language=None,
         input_name="sentences",
+        prefix="",
     ):
         super().__init__(name="text_preprocessor")
         self.source_tokenizer = source_tokenizer
@@ -184,9 +188,17 @@ class TextPreprocessor(tf.Module):
         self.source_markers = bool(source_markers)
         self.language = language
         self.input_name = input_name
-        self.room = self.source_length - 2 if self.source_markers else self.source_length
+        self.prefix = str(prefix or "")
+        self.prefix_ids = (
+            [int(i) for i in source_tokenizer.tokenize(tf.constant([self.prefix])).numpy()[0]] if self.prefix.strip()
+            else []
+        )
+        self.room = (self.source_length - 2 if self.source_markers else self.source_length) - len(self.prefix_ids)
         if self.room < 1:
-            raise ValueError(f"source_length={source_length} leaves no room for a token between [START] and [END]")
+            raise ValueError(
+                f"source_length={source_length} leaves no room for a token between [START] and [END]"
+                + (f" after the prefix {self.prefix!r} ({len(self.prefix_ids)} tokens)" if self.prefix_ids else "")
+            )
 
     def get_config(self):
         """The settings recorded beside an export."""
@@ -194,6 +206,8 @@ class TextPreprocessor(tf.Module):
             "source_length": self.source_length,
             "target_length": self.target_length,
             "source_markers": self.source_markers,
+            "prefix": self.prefix,
+            "prefix_tokens": len(self.prefix_ids),
             "language": self.language,
             "input_name": self.input_name,
             "start_id": self.target_tokenizer.start_id,
@@ -269,6 +283,10 @@ class TextPreprocessor(tf.Module):
         lengths = tf.minimum(tf.cast(ids.row_lengths(), tf.int32), self.room)
         # to_tensor with a static width cuts long rows (tf_text's RaggedTensorToTensor has a TFLite kernel).
         dense = ids.to_tensor(tokenizer.pad_id, shape=[None, self.room])
+        if self.prefix_ids:
+            prefix = tf.constant([self.prefix_ids], tf.int32)
+            dense = tf.concat([tf.tile(prefix, [tf.shape(dense)[0], 1]), tf.cast(dense, tf.int32)], axis=1)
+            lengths = lengths + len(self.prefix_ids)
         if self.source_markers:
             batch = tf.shape(dense)[0]
             start = tf.fill([batch, 1], tf.constant(tokenizer.start_id, tf.int32))

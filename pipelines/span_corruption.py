@@ -136,8 +136,12 @@ def uncorrupt(inputs, targets, sentinel_ids):
     return original
 
 
-def span_corruption(ds, sentinel_ids, noise_density=0.15, mean_span_length=3.0, seed=0, key="token_ids"):
+def span_corruption(
+    ds, sentinel_ids, noise_density=0.15, mean_span_length=3.0, seed=0, key="token_ids", rerandomize=True,
+):
     """The stage: elements ``{key: 1-D ids}`` (or bare id tensors) -> ``{"inputs", "targets"}``, a new mask per feed.
+
+    ``rerandomize=False`` gives the same masks on every pass (a fixed validation set).
 
     Texts shorter than 2 tokens cannot hold a span and a kept token: they are left out.
     Per-example seeds come from ``tf.data.Dataset.random(seed, rerandomize_each_iteration=True)``.
@@ -149,9 +153,16 @@ def span_corruption(ds, sentinel_ids, noise_density=0.15, mean_span_length=3.0, 
     sentinel_ids = tf.constant(np.asarray(sentinel_ids, np.int32))
     if sentinel_ids.shape.rank != 1 or sentinel_ids.shape[0] < 1:
         raise ValueError("span_corruption: sentinel_ids must be a non-empty list of token ids")
-    ids_of = (lambda e: e[key]) if isinstance(ds.element_spec, dict) else (lambda e: e)  # noqa: E731
-    ds = ds.filter(lambda e: tf.size(ids_of(e)) >= 2)
-    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    keyed = isinstance(ds.element_spec, dict)
+
+    def ids_of(element):
+        return element[key] if keyed else element
+
+    def long_enough(element):
+        return tf.size(ids_of(element)) >= 2
+
+    ds = ds.filter(tf.autograph.experimental.do_not_convert(long_enough))
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=bool(rerandomize)).batch(2)
 
     def corrupt(element, pair):
         ids = tf.cast(ids_of(element), tf.int32)
@@ -166,20 +177,20 @@ def span_corruption(ds, sentinel_ids, noise_density=0.15, mean_span_length=3.0, 
 
 def make_span_corruption_dataset(
     examples, text_key, preprocessor, sentinel_ids, *, batch_size=64, batch_tokens=None, buckets=None,
-    noise_density=0.15, mean_span_length=3.0, shuffle=True, seed=0, shuffle_buffer=10_000, prefix_ids=None,
-    cache=True,
+    noise_density=0.15, mean_span_length=3.0, shuffle=True, seed=0, shuffle_buffer=10_000, cache=True,
 ):
     """Pre-training batches from texts, in ``make_seq2seq_dataset``'s format ``(features, targets)``.
 
     Each text is tokenized by the preprocessor's source tokenizer and cut to
     its ``source_length`` (less ``[START]``/``[END]`` and ``prefix_ids``),
-    cached once, then corrupted anew on every pass. The encoder reads
-    ``[START]? prefix inputs [END]?`` (the preprocessor's markers); the
-    decoder ``[START] targets`` and learns ``targets [END]``.
+    cached once, then corrupted anew on every pass (``shuffle=False``, for
+    validation: the same noise every pass). The encoder reads
+    ``[START]? prefix inputs [END]?`` (the preprocessor's markers and task
+    prefix); the decoder ``[START] targets`` and learns ``targets [END]``.
     """
     tokenizer, target_tokenizer = preprocessor.source_tokenizer, preprocessor.target_tokenizer
     markers = 2 if preprocessor.source_markers else 0
-    prefix = tf.constant(np.asarray(prefix_ids or [], np.int32), tf.int32)
+    prefix = tf.constant(np.asarray(getattr(preprocessor, "prefix_ids", None) or [], np.int32), tf.int32)
     room = preprocessor.source_length - markers - int(prefix.shape[0])
     if room < 2:
         raise ValueError(f"make_span_corruption_dataset: source_length {preprocessor.source_length} leaves no room")
@@ -194,7 +205,7 @@ def make_span_corruption_dataset(
         ds = ds.cache()
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    ds = span_corruption(ds, sentinel_ids, noise_density, mean_span_length, seed=seed)
+    ds = span_corruption(ds, sentinel_ids, noise_density, mean_span_length, seed=seed, rerandomize=shuffle)
     start, end, pad = tokenizer.start_id, tokenizer.end_id, tokenizer.pad_id
 
     def pack(element):

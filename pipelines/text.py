@@ -276,7 +276,7 @@ def make_seq2seq_dataset(
         max_target_length: int >= 2, default 128. Length of ``decoder_token_ids``
             and ``targets``: ``y`` is cut to ``max_target_length - 1`` ids first.
         preprocessor: a ``TextPreprocessor``: tokenizers, ``source_length``,
-            ``target_length`` and ``source_markers`` come from it. Default None.
+            ``target_length``, ``source_markers`` and the task prefix come from it. Default None.
         source_markers: bool, default False. ``[START] x [END]`` as the encoder input.
         long_pairs: ``"truncate"`` (default) cuts a side to its length;
             ``"drop"`` leaves the pair out (a cut pair teaches a misaligned output).
@@ -306,6 +306,7 @@ def make_seq2seq_dataset(
         source_tokenizer, target_tokenizer = preprocessor.source_tokenizer, preprocessor.target_tokenizer
         max_source_length, max_target_length = preprocessor.source_length, preprocessor.target_length
         source_markers = preprocessor.source_markers
+    prefix_ids = list(getattr(preprocessor, "prefix_ids", None) or [])
     _check_string_fields(ds, (source_key, target_key), caller)
     _check_tokenizer(source_tokenizer, "source_tokenizer", caller)
     _check_tokenizer(target_tokenizer, "target_tokenizer", caller)
@@ -317,7 +318,7 @@ def make_seq2seq_dataset(
     if batch_tokens is not None and not buckets:
         raise ValueError(f"{caller}: batch_tokens needs buckets (the token budget is per length bucket)")
     src_pad, tgt_pad = source_tokenizer.pad_id, target_tokenizer.pad_id
-    source_room = max_source_length - 2 if source_markers else max_source_length
+    source_room = (max_source_length - 2 if source_markers else max_source_length) - len(prefix_ids)
     cut = long_pairs == "truncate"
 
     def tokenize(examples):
@@ -325,6 +326,10 @@ def make_seq2seq_dataset(
         target = tf.cast(target_tokenizer.tokenize(examples[target_key]), tf.int32)
         if cut:
             source, target = truncate(source, source_room), truncate(target, max_target_length - 1)
+        if prefix_ids:  # the text-to-text task prefix, as the preprocessor puts it
+            rows = source.nrows(out_type=tf.int32)
+            prefix = tf.RaggedTensor.from_tensor(tf.tile(tf.constant([prefix_ids], tf.int32), [rows, 1]))
+            source = tf.concat([prefix, source], axis=1)
         if source_markers:
             source = add_start_end(source, source_tokenizer.start_id, source_tokenizer.end_id)
         return {
@@ -336,7 +341,8 @@ def make_seq2seq_dataset(
     def fits(example):
         markers = 2 if source_markers else 0
         return tf.logical_and(
-            tf.logical_and(tf.size(example["source"]) > markers, tf.size(example["source"]) <= max_source_length),
+            tf.logical_and(tf.size(example["source"]) > markers + len(prefix_ids),
+                           tf.size(example["source"]) <= max_source_length),
             tf.size(example["decoder"]) <= max_target_length,
         )
 
