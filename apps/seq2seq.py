@@ -101,6 +101,10 @@ class Seq2SeqConfig(TrainConfig):
     noise_density: float = option(0.15, "span_corruption: share of tokens dropped")
     mean_span_length: float = option(3.0, "span_corruption: mean length of a dropped span")
     init_from: str = option("", "a .keras model of the same architecture whose weights start training (fine-tuning)")
+    mix_tasks: str = option(
+        "", "text-to-text multi-task: other text apps trained on at once with their task prefix (e.g. translation)"
+    )
+    mix_eval_inputs: int = option(500, "test inputs of each mixed task decoded and scored at evaluation")
     num_layers: int = option(4, "encoder layers and decoder layers (each)")
     hidden_dim: int = option(256, "d_model")
     num_heads: int = option(4, "attention heads")
@@ -172,6 +176,8 @@ class Seq2SeqConfig(TrainConfig):
             raise ConfigError(f"sentinels must be >= 0, got {self.sentinels}")
         if not 0 < self.noise_density < 1 or self.mean_span_length < 1:
             raise ConfigError("noise_density must be in (0, 1) and mean_span_length >= 1")
+        if self.mix_tasks and not (self.shared_vocab and self.task_prefix):
+            raise ConfigError("--mix-tasks needs --shared-vocab and a --task-prefix (each task is named by its prefix)")
         if self.init_from and not self.init_from.endswith(".keras"):
             raise ConfigError(f"--init-from must name a .keras model written by `tfsuite train`, got {self.init_from!r}")
 
@@ -332,6 +338,8 @@ class Seq2SeqApp(App):
     names: ClassVar[SignatureNames] = SignatureNames()
     baseline_name: ClassVar[str] = "baseline"
     buckets: ClassVar[tuple] = BUCKETS
+    # The input prefix that names this task when another app mixes it in (T5's text-to-text format).
+    mix_prefix: ClassVar[str] = ""
     # The demo tab (a text box in, the output text out, beam size and length sliders).
     input_label: ClassVar[str] = "Input"
     output_label: ClassVar[str] = "Output"
@@ -435,6 +443,7 @@ class Seq2SeqApp(App):
             "kind": "wordpiece", "dataset": self.dataset_name(config), "side": "shared" if config.shared_vocab else side,
             "vocab_size": config.vocab_size, "lower_case": config.lower_case, "limit": config.limit,
             **({"sentinels": config.sentinels} if config.sentinels else {}),
+            **({"mix_tasks": config.mix_tasks} if config.mix_tasks else {}),
         }
         digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
         root = corpora_sources.data_dir().parent / TOKENIZER_FOLDER
@@ -466,9 +475,7 @@ class Seq2SeqApp(App):
             if config.limit is None and cache.is_dir():
                 learned[side] = WordpieceTokenizer.load(cache)
                 continue
-            sources, targets = self.load_texts(config, "train")
-            texts = {"shared": sources + targets, "source": sources, "target": targets}[side]
-            learned[side] = self._learn(texts, config)
+            learned[side] = self._learn(self._vocabulary_texts(config, side), config)
             if config.limit is None:
                 learned[side].save(cache)
         for side in Tokenizers._fields:
@@ -500,6 +507,32 @@ class Seq2SeqApp(App):
         sources, targets = self.load_texts(config, split)
         return sources + targets
 
+    # --- text-to-text multi-task (--mix-tasks) -------------------------------------------------
+
+    def mixed_tasks(self, config):
+        """``[(app, its default config)]`` of ``--mix-tasks``: trained beside this app, each named by its prefix."""
+        from apps.registry import get_app
+
+        tasks = []
+        for name in [n.strip() for n in config.mix_tasks.split(",") if n.strip()]:
+            app = get_app(name)
+            if not isinstance(app, Seq2SeqApp) or not app.mix_prefix or name == self.name:
+                raise ValueError(f"--mix-tasks: {name!r} is not another text-to-text app with a task prefix")
+            tasks.append((app, app.Config(limit=config.limit)))
+        return tasks
+
+    def _mixed_preprocessor(self, app, app_config, config):
+        source, target = self.tokenizers(config)
+        return TextPreprocessor(source, target, config.max_source_length, config.max_target_length,
+                                language=app.language(app_config), input_name=self.names.input, prefix=app.mix_prefix)
+
+    def _vocabulary_texts(self, config, side):
+        sources, targets = self.load_texts(config, "train")
+        texts = {"shared": sources + targets, "source": sources, "target": targets}[side]
+        for app, app_config in self.mixed_tasks(config):
+            texts = texts + [t for pair in zip(*app.load_texts(app_config, "train")) for t in pair]
+        return texts
+
     # --- datasets ---------------------------------------------------------------------------
 
     def _dataset(self, config, split, training=False):
@@ -520,9 +553,32 @@ class Seq2SeqApp(App):
             shuffle_buffer=max(1, len(self.load_texts(config, split)[0])),
         )
 
+    def _mixed_train(self, config):
+        """The training batches of this task and every ``--mix-tasks`` task, mixed by their sizes.
+
+        Examples-proportional mixing (T5, section 3.5.2) at the level of
+        batches: each batch holds one task's pairs, length-bucketed as usual.
+        """
+        datasets, sizes = [self._dataset(config, "train", training=True)], [len(self.load_texts(config, "train")[0])]
+        for app, app_config in self.mixed_tasks(config):
+            sources, targets = app.load_texts(app_config, "train")
+            pairs = tf.data.Dataset.from_tensor_slices({self.source_field: sources, self.target_field: targets})
+            datasets.append(text_pipeline.make_seq2seq_dataset(
+                pairs, self.source_field, self.target_field, preprocessor=self._mixed_preprocessor(app, app_config, config),
+                long_pairs="drop", batch_size=config.batch_size, batch_tokens=config.batch_tokens, buckets=self.buckets,
+                shuffle=True, seed=config.seed, deterministic=config.deterministic, cache=True,
+                shuffle_buffer=max(1, len(sources)),
+            ))
+            sizes.append(len(sources))
+        if len(datasets) == 1:
+            return datasets[0]
+        weights = [size / sum(sizes) for size in sizes]
+        return tf.data.Dataset.sample_from_datasets(datasets, weights, seed=config.seed, stop_on_empty_dataset=True)
+
     def build_datasets(self, config):
         return Datasets(
-            train=self._dataset(config, "train", training=True),
+            train=self._mixed_train(config) if config.mix_tasks and config.objective == "supervised"
+            else self._dataset(config, "train", training=True),
             validation=self._dataset(config, "validation"),
             test=self._dataset(config, "test"),
         )
@@ -646,8 +702,32 @@ class Seq2SeqApp(App):
             return {"span_loss": float(loss), "span_accuracy": float(accuracy)}
         label = f"Keras model, beam {config.beam_size}"
         results, record = self._score_all(lambda batch: self.generate(model, config, batch), label, config)
+        for app, app_config in self.mixed_tasks(config) if config.objective == "supervised" else ():
+            mixed = self._score_mixed(model, config, app, app_config)
+            results.update(mixed)
+            record["metrics"].update(mixed)
         metrics_lib.write_evaluation(run_dir(self, config), record)
         return results
+
+    def _score_mixed(self, model, config, app, app_config):
+        """A mixed-in task's metrics and baseline on its test split (``--mix-eval-inputs`` of them), keys ``<app>_...``."""
+        sources, references = app.load_texts(app_config, "test")
+        sources, references = sources[:config.mix_eval_inputs], references[:config.mix_eval_inputs]
+        decoder = Seq2SeqDecoder(
+            model, self._mixed_preprocessor(app, app_config, config), beam_size=config.beam_size,
+            max_new_tokens=config.max_new_tokens, length_ratio=app_config.length_ratio,
+            length_penalty=config.length_penalty, no_repeat_ngram_size=config.no_repeat_ngram_size,
+            batch_size=config.eval_batch_size,
+        )
+        scores, _, _ = metrics_lib.score_generations(
+            decoder, sources, lambda hyps: app.score(hyps, references, app_config), f"{app.name} (mixed task)",
+            config.eval_batch_size,
+        )
+        baseline = app.score(app.baseline(sources, app_config), references, app_config)
+        return {
+            **{f"{app.name}_{k}": v for k, v in scores.items()},
+            **{f"{app.name}_{app.baseline_name}_{k}": v for k, v in baseline.items()},
+        }
 
     def evaluate_saved_model(self, version_dir, config):
         """Test-split metrics of a released SavedModel's ``serving_default`` (what TF Serving answers)."""

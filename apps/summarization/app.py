@@ -89,6 +89,7 @@ class SummarizationApp(Seq2SeqApp):
     default_dataset = "tfsuite_summarization"
     names = SignatureNames(input="texts", output="summaries", options="summarize", tokens="summarize_tokens")
     baseline_name = "lead"
+    mix_prefix = "summarize: "
     buckets = (15, 31, 47, 63, 95, 127, 191)
     input_label, output_label = "Text", "Summary"
     max_input_characters = MAX_INPUT_CHARACTERS

@@ -84,6 +84,7 @@ class TranslationApp(Seq2SeqApp):
     task = "translation"
     names = SignatureNames(input="sentences", output="translations", options="translate", tokens="translate_tokens")
     baseline_name = "copy"
+    mix_prefix = "translate English to German: "
 
     def dataset_name(self, config):
         return config.dataset or LANGUAGE_PAIRS[config.language_pair]

@@ -191,3 +191,36 @@ def test_cnn_dailymail_reads_the_real_tfds_dataset_by_name():
     with tfds.testing.mock_data(num_examples=3):
         documents, summaries = REAL_LOAD_TEXTS(app, config, "test")
     assert len(documents) == len(summaries) == 3 and all(isinstance(d, str) for d in documents)
+
+
+def _two_corpora(self, config, split):
+    """Summarization pairs for the summarization app, the translation tests' phrases for translation."""
+    if self.name == "translation":
+        from tests.apps.translation.test_app import synthetic_pairs as phrases
+
+        english, german = phrases()
+        return english, german
+    return _synthetic_load_texts(self, config, split)
+
+
+def test_one_t5_learns_two_tasks_named_by_their_prefixes_and_reports_both_metrics(tmp_path, monkeypatch):
+    monkeypatch.setattr(Seq2SeqApp, "load_texts", _two_corpora)
+    monkeypatch.setattr(Seq2SeqApp, "data_version", lambda self, config: "synthetic:0")
+    keras.utils.set_random_seed(0)
+    app = SummarizationApp()
+    config = SummarizationConfig(**{**TINY, "vocab_size": 260}, epochs=2, mix_tasks="translation",
+                                 mix_eval_inputs=20, lower_case=False, runs_dir=str(tmp_path), run_name="mixed")
+    vocab = app.tokenizers(config).source.vocab
+    assert "Datei" in vocab or "##atei" in vocab  # the shared vocabulary holds both tasks' words
+    summarize = app.preprocessor(config).prefix_ids
+    translate = app._mixed_preprocessor(*app.mixed_tasks(config)[0], config).prefix_ids
+    assert summarize != translate
+    prefixes = set()
+    for features, _ in app.build_datasets(config).train.take(12):
+        for row in features["encoder_inputs"].numpy():
+            prefixes.add(tuple(row[1:1 + len(translate)]) == tuple(translate))
+    assert prefixes == {True, False}  # batches of both tasks in one stream
+    result = train(app, config, command="pytest")
+    for name in ("rougeL", "lead_rougeL", "translation_bleu", "translation_chrf", "translation_copy_bleu"):
+        assert name in result.metrics
+    assert 0 <= result.metrics["translation_bleu"] <= 100
