@@ -72,7 +72,9 @@ def make_stream(app, releases):
             raise gr.Error(str(e)) from None
         for index, (text, status) in enumerate(releases.stream(request)):
             if index == 0 and status == "truncated":
-                raise gr.Error("The text is too long for the model, which would cut it: split it into shorter parts.")
+                if not getattr(app, "reads_truncated", False):
+                    raise gr.Error("The text is too long for the model, which would cut it: split it into shorter parts.")
+                gr.Warning("The text is longer than the model reads: the output covers its beginning only.")
             if index == 0 and status == "out_of_vocabulary":
                 gr.Warning("Most of this input is unknown to the model's vocabulary: the output is a guess.")
             yield text

@@ -94,6 +94,7 @@ class SummarizationApp(Seq2SeqApp):
     input_label, output_label = "Text", "Summary"
     max_input_characters = MAX_INPUT_CHARACTERS
     fallback_examples = FALLBACK_EXAMPLES
+    reads_truncated = True  # a long text is summarized from its beginning (status "truncated", a warning in the tab)
 
     def default_run_name(self, config):
         return self.dataset_name(config).replace("/", "_")
