@@ -33,6 +33,7 @@ from keras import ops
 
 from layers.dropout import Dropout
 from layers.normalization import RMSNormalization
+from layers.transformer_models import take_rows, unpack_seq2seq_inputs
 from layers.validation import check_positive_float, check_positive_int, check_rank
 
 __all__ = ["RelativePositionBias", "T5Attention", "T5Block", "T5", "copy_t5_weights", "relative_position_bucket",
@@ -404,10 +405,6 @@ def _key_mask(padding_mask):
     return ops.expand_dims(ops.expand_dims(ops.cast(padding_mask, "bool"), 1), 1)
 
 
-def _take_rows(cache, rows):
-    return tuple((ops.take(k, rows, axis=0), ops.take(v, rows, axis=0)) for k, v in cache)
-
-
 @keras.saving.register_keras_serializable(package="tfsuite")
 class T5(keras.Model):
     """Section 6.3, the T5 encoder-decoder: text in, text out, one shared vocabulary.
@@ -578,19 +575,9 @@ class T5(keras.Model):
         return self._logits(self.decode_sequence(decoder_token_ids, encoder_outputs, decoder_padding_mask, training))
 
     def call(self, inputs, encoder_padding_mask=None, decoder_padding_mask=None, training=None):
-        if isinstance(inputs, dict):
-            missing = {"encoder_inputs", "decoder_token_ids"} - set(inputs)
-            if missing:
-                raise ValueError(
-                    "T5 expects a dict with 'encoder_inputs' and 'decoder_token_ids' (and optional "
-                    f"'encoder_padding_mask', 'decoder_padding_mask'), missing {sorted(missing)}"
-                )
-            encoder_inputs, decoder_token_ids = inputs, inputs["decoder_token_ids"]
-            decoder_padding_mask = inputs.get("decoder_padding_mask", decoder_padding_mask)
-        elif isinstance(inputs, (list, tuple)) and len(inputs) == 2:
-            encoder_inputs, decoder_token_ids = inputs
-        else:
-            raise ValueError("T5 expects inputs [encoder_token_ids, decoder_token_ids] or a dict of them")
+        encoder_inputs, decoder_token_ids, decoder_padding_mask = unpack_seq2seq_inputs(
+            "T5", inputs, decoder_padding_mask
+        )
         encoded = self.encode(encoder_inputs, encoder_padding_mask, training=training)
         return self.decode(decoder_token_ids, encoded, decoder_padding_mask, training=training)
 
@@ -626,12 +613,12 @@ class T5(keras.Model):
     def reorder_cache(self, cache, rows):
         """Self-attention caches re-gathered by ``rows`` (beam search); beams share the encoder part."""
         self_caches, cross_caches, encoder_padding_mask = cache
-        return _take_rows(self_caches, rows), cross_caches, encoder_padding_mask
+        return take_rows(self_caches, rows), cross_caches, encoder_padding_mask
 
     def select_rows(self, cache, rows):
         """The whole cache of the rows ``rows`` only."""
         self_caches, cross_caches, encoder_padding_mask = cache
-        return _take_rows(self_caches, rows), _take_rows(cross_caches, rows), ops.take(encoder_padding_mask, rows, axis=0)
+        return take_rows(self_caches, rows), take_rows(cross_caches, rows), ops.take(encoder_padding_mask, rows, axis=0)
 
     def generation_logits(self, token_ids, context):
         """Decoder logits of the whole sequence without a cache; ``context`` is :meth:`encode`'s output."""

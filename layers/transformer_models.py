@@ -32,7 +32,8 @@ from layers.position_encoding import LearnedPositionEmbedding, SinusoidalPositio
 from layers.transformer import TransformerDecoderLayer, TransformerEncoderLayer, head_size
 from layers.validation import check_choice, check_positive_float, check_positive_int, check_rank
 
-__all__ = ["ENCODER_INPUTS", "TransformerCausalLM", "Transformer", "copy_gpt2_weights", "image_patches"]
+__all__ = ["ENCODER_INPUTS", "TransformerCausalLM", "Transformer", "copy_gpt2_weights", "image_patches",
+           "take_rows", "unpack_seq2seq_inputs"]
 
 _POSITION_ENCODINGS = ("learned", "sinusoidal")
 
@@ -41,7 +42,27 @@ def _check_token_ids(model_name, token_ids, what="token_ids"):
     check_rank(f"{model_name} {what}", token_ids.shape, 2, "(batch, time) of int token ids")
 
 
-def _take_rows(cache, rows):
+def unpack_seq2seq_inputs(model_name, inputs, decoder_padding_mask=None):
+    """An encoder-decoder model's call inputs -> ``(encoder_inputs, decoder_token_ids, decoder_padding_mask)``.
+
+    ``inputs`` is ``[encoder_inputs, decoder_token_ids]`` or the pipeline's dict
+    (then ``encoder_inputs`` is the dict itself, which ``encode`` reads).
+    """
+    if isinstance(inputs, dict):
+        missing = {"encoder_inputs", "decoder_token_ids"} - set(inputs)
+        if missing:
+            raise ValueError(
+                f"{model_name} expects a dict with 'encoder_inputs' and 'decoder_token_ids' (and optional "
+                f"'encoder_padding_mask', 'decoder_padding_mask'), missing {sorted(missing)}"
+            )
+        return inputs, inputs["decoder_token_ids"], inputs.get("decoder_padding_mask", decoder_padding_mask)
+    if isinstance(inputs, (list, tuple)) and len(inputs) == 2:
+        return inputs[0], inputs[1], decoder_padding_mask
+    raise ValueError(f"{model_name} expects inputs [encoder_inputs, decoder_token_ids] or a dict of them")
+
+
+def take_rows(cache, rows):
+    """``((key, value), ...)`` cache pairs with only the batch rows ``rows`` (beam reorder, finished prompts)."""
     return tuple((ops.take(k, rows, axis=0), ops.take(v, rows, axis=0)) for k, v in cache)
 
 
@@ -233,11 +254,11 @@ class TransformerCausalLM(_TokenModel):
 
     def reorder_cache(self, cache, rows):
         """The cache with its batch rows taken from ``rows`` (beam search)."""
-        return _take_rows(cache, rows)
+        return take_rows(cache, rows)
 
     def select_rows(self, cache, rows):
         """The cache of the rows ``rows`` only (the generator drops finished prompts)."""
-        return _take_rows(cache, rows)
+        return take_rows(cache, rows)
 
     def get_config(self):
         return {
@@ -484,19 +505,9 @@ class Transformer(_TokenModel):
         return self._logits(x, self.decoder_embeddings, self.decoder_final_norm, self.lm_head)
 
     def call(self, inputs, encoder_padding_mask=None, decoder_padding_mask=None, training=None):
-        if isinstance(inputs, dict):
-            missing = {"encoder_inputs", "decoder_token_ids"} - set(inputs)
-            if missing:
-                raise ValueError(
-                    "Transformer expects a dict with 'encoder_inputs' and 'decoder_token_ids' (and optional "
-                    f"'encoder_padding_mask', 'decoder_padding_mask'), missing {sorted(missing)}"
-                )
-            encoder_inputs, decoder_token_ids = inputs, inputs["decoder_token_ids"]
-            decoder_padding_mask = inputs.get("decoder_padding_mask", decoder_padding_mask)
-        elif isinstance(inputs, (list, tuple)) and len(inputs) == 2:
-            encoder_inputs, decoder_token_ids = inputs
-        else:
-            raise ValueError("Transformer expects inputs [encoder_inputs, decoder_token_ids] or a dict of them")
+        encoder_inputs, decoder_token_ids, decoder_padding_mask = unpack_seq2seq_inputs(
+            "Transformer", inputs, decoder_padding_mask
+        )
         encoded = self.encode(encoder_inputs, encoder_padding_mask, training=training)
         return self.decode(decoder_token_ids, encoded, decoder_padding_mask, training=training)
 
@@ -538,12 +549,12 @@ class Transformer(_TokenModel):
         same encoder output, so gathering it would only copy.
         """
         self_caches, cross_caches, encoder_padding_mask = cache
-        return _take_rows(self_caches, rows), cross_caches, encoder_padding_mask
+        return take_rows(self_caches, rows), cross_caches, encoder_padding_mask
 
     def select_rows(self, cache, rows):
         """The whole cache (cross-attention and encoder mask included) of the rows ``rows`` only."""
         self_caches, cross_caches, encoder_padding_mask = cache
-        return _take_rows(self_caches, rows), _take_rows(cross_caches, rows), ops.take(encoder_padding_mask, rows, axis=0)
+        return take_rows(self_caches, rows), take_rows(cross_caches, rows), ops.take(encoder_padding_mask, rows, axis=0)
 
     def generation_logits(self, token_ids, context):
         """Decoder logits of the whole sequence without a cache; ``context`` is :meth:`encode`'s output."""

@@ -156,7 +156,5 @@ class TranslationApp(Seq2SeqApp):
             )
         if language_pair not in LANGUAGES:
             raise ValueError(f"Unknown language {language_pair!r}; choose one of: {', '.join(LANGUAGES)}.")
-        for name, value in (("Beam size", beam_size), ("Max length", max_length)):
-            if value is None or int(value) != value or int(value) < 1:
-                raise ValueError(f"{name} must be a whole number of at least 1, got {value}.")
-        return {"choice": language_pair, "input": text, "beam_size": int(beam_size), "max_length": int(max_length)}
+        beam_size, max_length = self.check_options(beam_size, max_length)
+        return {"choice": language_pair, "input": text, "beam_size": beam_size, "max_length": max_length}
