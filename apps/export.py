@@ -71,6 +71,7 @@ __all__ = [
     "TFLITE_FILES",
     "TFLiteRunner",
     "TFTEXT_TFLITE_OPS",
+    "WEIGHTS_DTYPES",
     "check_export",
     "convert_to_tflite",
     "custom_ops",
@@ -81,6 +82,7 @@ __all__ = [
 ]
 
 BEAM_SIZES = (1, 2, 4)
+WEIGHTS_DTYPES = ("float32", "float16")  # how a generation export stores the model's weights
 SETTINGS_FILE = "generation.json"  # beside the SavedModel under assets/: export settings
 TOKENIZERS_FOLDER = "tokenizers"
 TFLITE_FOLDER = "tflite"
@@ -212,6 +214,13 @@ class GenerationExport(tf.Module):
         length_ratio: float >= 0, also stop each output at ``ceil(length_ratio *
             input tokens) + 4`` tokens (text inputs; 0 disables), as the Python
             decoder does (``apps.seq2seq.output_limits``). Default 0.
+        weights_dtype: ``"float32"`` or ``"float16"``, how the SavedModel
+            stores the model's floating-point weights. ``"float16"`` halves the
+            release (a 9.5M-parameter model: 19 MB instead of 38 MB); every
+            signature casts them back and computes in the model's own dtypes
+            (Keras' ``StatelessScope`` maps each weight to its cast copy while
+            the signatures are traced, so the float32 variables are never read
+            and never saved). Default ``"float32"``.
     """
 
     def __init__(
@@ -226,8 +235,13 @@ class GenerationExport(tf.Module):
         length_penalty=1.0,
         no_repeat_ngram_size=0,
         length_ratio=0.0,
+        weights_dtype="float32",
     ):
         super().__init__(name="generation_export")
+        if weights_dtype not in WEIGHTS_DTYPES:
+            raise ValueError(f"weights_dtype must be one of {list(WEIGHTS_DTYPES)}, got {weights_dtype!r}")
+        self.weights_dtype = weights_dtype
+        self._stored = _stored_weights(model, weights_dtype)
         self.length_ratio = check_positive_float("length_ratio", length_ratio, allow_zero=True)
         self.model = model
         self.preprocessor = preprocessor
@@ -255,22 +269,35 @@ class GenerationExport(tf.Module):
         )
         raw = tf.TensorSpec(None, tf.string, name=names.input)
         option_specs = [tf.TensorSpec(None, tf.int32, name="beam_size"), tf.TensorSpec(None, tf.int32, name="max_length")]
-        # autograph=False: every loop is an explicit tf.while_loop (TextGenerator).
-        self.serving_default = tf.function(self._serving_default, input_signature=[raw], autograph=False)
-        self.options = tf.function(self._options, input_signature=[raw, *option_specs], autograph=False)
-        self.tokens = tf.function(self._tokens, input_signature=[self._tflite_input_spec()], autograph=False)
+        function = self._function
+        self.serving_default = function(self._serving_default, [raw])
+        self.options = function(self._options, [raw, *option_specs])
+        self.tokens = function(self._tokens, [self._tflite_input_spec()])
         # The state's structure (a dict holding the model's nested cache) is fixed by one trace of start;
         # the stream signatures pass it flattened, as state_000, state_001, ...
-        template = tf.function(self._start_state, input_signature=[raw, *option_specs], autograph=False)
+        template = function(self._start_state, [raw, *option_specs])
         template = template.get_concrete_function().structured_outputs
         self._state_template = template
         self._state_names = [f"state_{i:03d}" for i in range(len(tf.nest.flatten(template)))]
         state_specs = [
             tf.TensorSpec(t.shape, t.dtype, name=name) for t, name in zip(tf.nest.flatten(template), self._state_names)
         ]
-        self.stream_start = tf.function(self._stream_start, input_signature=[raw, *option_specs], autograph=False)
-        self.stream_step = tf.function(self._stream_step, input_signature=state_specs, autograph=False)
-        self.stream_finish = tf.function(self._stream_finish, input_signature=state_specs, autograph=False)
+        self.stream_start = function(self._stream_start, [raw, *option_specs])
+        self.stream_step = function(self._stream_step, state_specs)
+        self.stream_finish = function(self._stream_finish, state_specs)
+
+    def _function(self, body, input_signature):
+        """``body`` as a signature; with stored weights, traced with every model weight read from its copy."""
+
+        def traced(*args):
+            if not self._stored:
+                return body(*args)
+            mapping = [(variable, tf.cast(copy, variable.dtype)) for variable, copy in self._stored]
+            with keras.StatelessScope(state_mapping=mapping):
+                return body(*args)
+
+        # autograph=False: every loop is an explicit tf.while_loop (TextGenerator).
+        return tf.function(traced, input_signature=input_signature, autograph=False)
 
     def get_config(self):
         """The export settings, recorded beside the exported files (``assets/generation.json``)."""
@@ -284,6 +311,7 @@ class GenerationExport(tf.Module):
             "length_penalty": self.length_penalty,
             "no_repeat_ngram_size": self.no_repeat_ngram_size,
             "length_ratio": self.length_ratio,
+            "weights_dtype": self.weights_dtype,
             "state_names": self._state_names,
         }
 
@@ -427,6 +455,20 @@ class GenerationExport(tf.Module):
     def _stream_finish(self, *flat):
         packed = self._pack(flat)
         return {**self._end(packed["loop"], packed["status"]), "status": packed["status"]}
+
+
+def _stored_weights(model, weights_dtype):
+    """``[(model variable, tf.Variable copy)]`` for ``weights_dtype="float16"``: floating weights as float16,
+    the others (integer counters, if any) as they are; ``[]`` for float32 (the model's own variables are saved)."""
+    if weights_dtype == "float32":
+        return []
+    stored = []
+    for i, variable in enumerate(model.variables):
+        value = np.asarray(keras.ops.convert_to_numpy(variable.value))
+        if np.issubdtype(value.dtype, np.floating) or value.dtype.name == "bfloat16":
+            value = value.astype(np.float16)
+        stored.append((variable, tf.Variable(value, trainable=False, name=f"weight_{i:04d}")))
+    return stored
 
 
 def write_generation_saved_model(export, directory, assets=None):

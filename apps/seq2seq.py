@@ -45,7 +45,7 @@ import tensorflow as tf
 from apps import metrics as metrics_lib
 from apps.app import App, Datasets
 from apps.config import ConfigError, TrainConfig, option
-from apps.export import BEAM_SIZES, SignatureNames
+from apps.export import BEAM_SIZES, WEIGHTS_DTYPES, SignatureNames
 from apps.losses import MaskedAccuracy, SmoothedSequenceLoss
 from layers.generation import TextGenerator
 from layers.samplers import BeamSampler
@@ -126,6 +126,7 @@ class Seq2SeqConfig(TrainConfig):
         2.0, "also stop an output at length_ratio * input tokens + 4 (0 disables; outputs about as long as inputs)"
     )
     eval_batch_size: int = option(64, "inputs per decoding call at evaluation")
+    export_weights: str = option("float16", "how the SavedModel stores the weights: float16 (half the size) or float32")
 
     def __post_init__(self):
         super().__post_init__()
@@ -134,6 +135,7 @@ class Seq2SeqConfig(TrainConfig):
             ("position_encoding", self.position_encoding, ("learned", "sinusoidal")),
             ("architecture", self.architecture, ARCHITECTURES),
             ("objective", self.objective, OBJECTIVES),
+            ("export_weights", self.export_weights, WEIGHTS_DTYPES),
         ):
             if value not in choices:
                 raise ConfigError(f"{name} must be one of {list(choices)}, got {value!r}")
@@ -764,7 +766,7 @@ class Seq2SeqApp(App):
             model, self.preprocessor(config, tokenizers), names=self.names, max_new_tokens=config.max_new_tokens,
             num_beams=config.beam_size, beam_sizes=tuple(range(1, max(BEAM_SIZES + (config.beam_size,)) + 1)),
             length_penalty=config.length_penalty, no_repeat_ngram_size=config.no_repeat_ngram_size,
-            length_ratio=config.length_ratio,
+            length_ratio=config.length_ratio, weights_dtype=config.export_weights,
         )
 
     def serving_signature(self, config):

@@ -271,6 +271,27 @@ def test_saved_model_stores_each_weight_once(export_dir, model):
     assert 4 * model.count_params() <= stored <= 1.05 * 4 * model.count_params(), (stored, model.count_params())
 
 
+def test_float16_weights_halve_the_file_and_serve_the_float16_rounded_model(model, preprocessor, tokenizers, tmp_path):
+    """``weights_dtype="float16"``: 2 bytes per weight on disk, and the served tokens are exactly those of the
+    Keras model whose weights were rounded to float16 (so the float32 variables are not what it reads)."""
+    export16 = GenerationExport(model, preprocessor, names=NAMES, max_new_tokens=MAX_NEW_TOKENS, num_beams=NUM_BEAMS,
+                                beam_sizes=BEAM_SIZES, weights_dtype="float16")  # fmt: skip
+    directory = write_generation_saved_model(export16, tmp_path / "1")
+    stored = sum(f.stat().st_size for f in (directory / "variables").glob("variables.data-*"))
+    assert 2 * model.count_params() <= stored <= 1.05 * 2 * model.count_params(), (stored, model.count_params())
+    assert read_settings(directory)["weights_dtype"] == "float16"
+    rounded = keras.models.clone_model(model)
+    rounded.set_weights([w.astype("float16").astype("float32") for w in model.get_weights()])
+    reloaded = tf.saved_model.load(str(directory)).signatures["translate"]
+    for beams in BEAM_SIZES:
+        expected = _keras_tokens(rounded, tokenizers, SENTENCES, beams)
+        served = reloaded(sentences=tf.constant(SENTENCES), beam_size=tf.constant(beams),
+                          max_length=tf.constant(MAX_NEW_TOKENS))  # fmt: skip
+        np.testing.assert_array_equal(served["token_ids"].numpy(), expected, err_msg=f"beam {beams}")
+    with pytest.raises(ValueError, match="weights_dtype must be one of"):
+        GenerationExport(model, preprocessor, weights_dtype="int4")
+
+
 def test_every_row_has_a_status_and_blank_rows_get_no_invented_output(loaded):
     inputs = ["Open the file.", "", "   ", b"\xff\xfeinvalid", "☃ ☃ ☃ ☃", SENTENCES[-1]]
     served = loaded.signatures["serving_default"](sentences=tf.constant(inputs))
