@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 
 
 class ConfigError(ValueError):
@@ -86,7 +86,8 @@ class TrainConfig:
     precision: str = option(
         "float32",
         "float32, mixed_bfloat16 (bf16 matmuls: CPUs with AVX512-BF16/AMX, TPUs) or mixed_float16 (GPUs, with "
-        "loss scaling); weights stay float32 and the saved model is float32 (default: float32)",
+        "loss scaling), or auto (bf16 where the chip has it, else float32: apps.trainer.resolve_precision); "
+        "weights stay float32 and the saved model is float32 (default: float32)",
     )
     jit_compile: typing.Optional[bool] = option(
         None, "compile the training step with XLA (default: the app's measured choice for the precision)"

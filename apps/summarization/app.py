@@ -66,7 +66,7 @@ class SummarizationConfig(Seq2SeqConfig):
     warmup_steps: int = option(300, "linear warmup steps")
     patience: int = option(0, "early stopping patience in epochs (0: the cosine schedule sets the length)")
     verbose: int = option(2, "Keras fit verbosity: 1 progress bar, 2 one line per epoch, 0 silent")
-    precision: str = option("mixed_bfloat16", "float32, mixed_bfloat16 or mixed_float16")
+    precision: str = option("auto", "auto (bf16 where the chip has it, else float32), float32, mixed_bfloat16 or mixed_float16")
     checkpoint_steps: int = option(250, "also save a resumable checkpoint every N training steps")
     keep_checkpoints: int = option(4, "step checkpoints kept (the newest)")
     average_checkpoints: int = option(4, "final model = the average of the N newest step checkpoints")

@@ -51,7 +51,7 @@ class TranslationConfig(Seq2SeqConfig):
     learning_rate: float = option(1.5e-3, "peak learning rate (after warmup) of Adam")
     patience: int = option(0, "early stopping: epochs without val_loss improvement (0 disables: the cosine schedule sets the length)")
     verbose: int = option(2, "Keras fit verbosity: 1 progress bar, 2 one line per epoch, 0 silent")
-    precision: str = option("mixed_bfloat16", "float32, mixed_bfloat16 or mixed_float16 (bf16: 1.5x faster here, measured)")
+    precision: str = option("auto", "auto (bf16 where the chip has it, else float32), float32, mixed_bfloat16 or mixed_float16")
     steps_per_epoch: int = option(1000, "batches per epoch from the continuous stream of shuffled passes")
     checkpoint_steps: int = option(250, "also save a resumable checkpoint every N training steps")
     keep_checkpoints: int = option(8, "step checkpoints kept (the newest)")
