@@ -146,11 +146,12 @@ class App(abc.ABC):
         """Convert a released SavedModel to TFLite files under ``output_dir``: ``{"float": path, "int8": path}``."""
         raise NotImplementedError(f"app {self.name} has no TFLite export")
 
-    def evaluate_saved_model(self, version_dir, config) -> dict:
+    def evaluate_saved_model(self, version_dir, config, record=False) -> dict:
         """Test metrics of the released SavedModel in ``version_dir``, as :meth:`evaluate`.
 
         ``tfsuite evaluate <app>`` without ``--checkpoint`` runs this on the
-        latest release, so the figures are those of what is deployed.
+        latest release, so the figures are those of what is deployed; with
+        ``record`` (``--record``) they are also written into the release.
         """
         raise NotImplementedError(
             f"app {self.name} cannot evaluate a released SavedModel; pass --checkpoint runs/{self.name}/<run>/model.keras"

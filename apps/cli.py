@@ -99,6 +99,12 @@ def _command_options(command):
             default=str(DEFAULT_MODELS_DIR),
             help="released models, TF Serving layout <dir>/<app>/<version>/",
         )
+    if command == "evaluate":
+        parser.add_argument(
+            "--record", action="store_true",
+            help="saved_model: write the figures into the release (MANIFEST.json release_evaluation and "
+            "checks/<version>.json, the test slice its test re-scores)",
+        )
     if command == "export":
         parser.add_argument(
             "--version", type=int, default=None, help="version folder (default: one more than the latest)"
@@ -182,6 +188,8 @@ def _parse(command, app, argv):
         raise UsageError(f"app {app.name} has no TFLite export; --format saved_model (export) or keras (evaluate)")
     if command == "export" and not options.checkpoint and not tflite:
         raise UsageError(f"`tfsuite export {app.name}` needs --checkpoint runs/{app.name}/<run>/model.keras")
+    if command == "evaluate" and options.record and options.format != "saved_model":
+        raise UsageError("--record writes a release's own figures: it needs --format saved_model (the default without --checkpoint)")
     if command == "evaluate" and options.format == "keras" and not options.checkpoint:
         raise UsageError(f"`tfsuite evaluate {app.name} --format keras` needs --checkpoint runs/{app.name}/<run>/model.keras")
     if command == "serve":
@@ -222,7 +230,7 @@ def _run_evaluate(app, options, config):
         version_dir = latest_version_dir(options.models_dir, app.release_name(config))
         print(f"evaluating the released SavedModel {version_dir}/ (serving_default) on the test split", flush=True)
         try:
-            metrics = app.evaluate_saved_model(version_dir, config)
+            metrics = app.evaluate_saved_model(version_dir, config, record=options.record)
         except NotImplementedError as e:
             raise UsageError(str(e)) from None
         print_metrics(metrics)

@@ -47,6 +47,7 @@ __all__ = [
     "corpus_scores",
     "novel_word_share",
     "repetition_rate",
+    "rouge_signature",
     "rouge_scores",
     "score_generations",
     "signatures",
@@ -123,6 +124,13 @@ def rouge_scores(hypotheses, references):
         for name, score in scorer.score(reference, hypothesis).items():
             totals[name] += score.fmeasure
     return {name: 100.0 * total / len(hypotheses) for name, total in totals.items()}
+
+
+def rouge_signature():
+    """What :func:`rouge_scores` computes, e.g. ``rouge-score:0.1.2|rouge1,rouge2,rougeL|stem:yes|F-measure|mean``."""
+    from importlib.metadata import version
+
+    return f"rouge-score:{version('rouge-score')}|{','.join(ROUGE_TYPES)}|stem:yes|F-measure|mean"
 
 
 _WORD = re.compile(r"\w+")

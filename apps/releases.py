@@ -36,6 +36,7 @@ __all__ = [
     "ReleasedModel",
     "latest_version_dir",
     "next_version",
+    "record_release_evaluation",
     "release_entry",
     "release_note",
     "serving_commands",
@@ -82,6 +83,34 @@ def write_manifest(app_dir, version, entry):
     return manifest_path
 
 
+def record_release_evaluation(version_dir, evaluation, check):
+    """Write a released version's own test figures: MANIFEST entry ``release_evaluation`` + ``checks/<version>.json``.
+
+    Args:
+        version_dir: the ``<release>/<version>/`` SavedModel folder that was evaluated.
+        evaluation: dict, the evaluation record (metrics of model and baseline, signatures, examples).
+        check: dict, ``split``, ``metrics``, ``sources``, ``references``, ``outputs`` of a fixed test slice.
+
+    Returns:
+        The two paths written. Nothing is written when the version has no MANIFEST entry.
+    """
+    version_dir = Path(version_dir)
+    app_dir, version = version_dir.parent, version_dir.name
+    manifest_path = app_dir / "MANIFEST.json"
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else {}
+    if version not in manifest.get("versions", {}):
+        raise FileNotFoundError(f"{manifest_path} has no entry for version {version}: export it with `tfsuite export`")
+    check_path = app_dir / "checks" / f"{version}.json"
+    check_path.parent.mkdir(exist_ok=True)
+    check_path.write_text(json.dumps(check, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    entry = manifest["versions"][version]
+    entry["release_evaluation"] = {**evaluation, "check_slice": {"file": str(check_path.relative_to(app_dir)),
+                                                                  "split": check["split"], "metrics": check["metrics"]},
+                                   "finished": datetime.datetime.now().isoformat(timespec="seconds")}
+    manifest_path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return [manifest_path, check_path]
+
+
 def serving_commands(app_name, app_dir, port=8501):
     """The TF Serving commands (binary and docker) that serve ``app_dir``'s versions."""
     base = Path(app_dir).resolve()
@@ -126,6 +155,12 @@ def release_entry(app, config, checkpoint, directory, max_abs_diff, command=None
     }
     if evaluation is not None:
         entry["evaluation"] = evaluation
+    init_from = getattr(config, "init_from", "")
+    pretrain_record = Path(init_from).parent / "metrics.json" if init_from else None
+    if pretrain_record is not None and pretrain_record.is_file():  # fine-tuned: the run it started from, too
+        pretrain = json.loads(pretrain_record.read_text())
+        entry.update(pretrain_command=pretrain.get("command"), pretrain_seconds=pretrain.get("train_seconds"),
+                     pretrain_metrics=pretrain.get("metrics", {}))
     return entry
 
 

@@ -70,6 +70,8 @@ TOKENIZER_FOLDER = "tokenizers"
 LEARN_UPPER_THRESHOLD = 256
 ARCHITECTURES = ("transformer", "t5")
 OBJECTIVES = ("supervised", "span_corruption")
+# Test inputs whose outputs and metrics a recorded release evaluation keeps (its test re-scores them).
+CHECK_SLICE_INPUTS = 200
 
 
 class Tokenizers(NamedTuple):
@@ -369,6 +371,11 @@ class Seq2SeqApp(App):
     def score(self, hypotheses, references, config):
         """The app's metrics of ``hypotheses`` against ``references`` (a dict)."""
         raise NotImplementedError
+
+    def metric_settings(self, config):
+        """How :meth:`score` scored, for the evaluation record (default: sacrebleu's BLEU and chrF signatures)."""
+        language = self.language(config) or "en"
+        return {"signatures": metrics_lib.signatures(language), "bleu_tokenizer": metrics_lib.bleu_tokenizer(language)}
 
     def baseline(self, sources, config):
         """The trivial outputs the model must beat, one per source (copy, lead sentence, ...)."""
@@ -675,8 +682,7 @@ class Seq2SeqApp(App):
         record = {
             "metrics": results,
             "generated_by": label,
-            "signatures": metrics_lib.signatures(self.language(config) or "en"),
-            "bleu_tokenizer": metrics_lib.bleu_tokenizer(self.language(config) or "en"),
+            **self.metric_settings(config),
             "dataset": self.dataset_name(config),
             "data_version": self.data_version(config) if config.limit is None else None,
             "test_inputs": len(sources),
@@ -688,7 +694,14 @@ class Seq2SeqApp(App):
                 for s, r, h in list(zip(sources, references, hypotheses))[:5]
             ],
         }
-        return results, record
+        # The fixed slice a release's test re-scores (tests/apps/release_checks.py).
+        head = slice(0, CHECK_SLICE_INPUTS)
+        check = {
+            "split": f"test[:{CHECK_SLICE_INPUTS}]",
+            "metrics": self.score(hypotheses[head], references[head], config),
+            "sources": sources[head], "references": references[head], "outputs": hypotheses[head],
+        }
+        return results, record, check
 
     def evaluate(self, model, config):
         """Test-split metrics of the Keras model through :class:`Seq2SeqDecoder`, and the baseline's.
@@ -703,7 +716,7 @@ class Seq2SeqApp(App):
             loss, accuracy = model.evaluate(test, verbose=0, return_dict=False)
             return {"span_loss": float(loss), "span_accuracy": float(accuracy)}
         label = f"Keras model, beam {config.beam_size}"
-        results, record = self._score_all(lambda batch: self.generate(model, config, batch), label, config)
+        results, record, _ = self._score_all(lambda batch: self.generate(model, config, batch), label, config)
         for app, app_config in self.mixed_tasks(config) if config.objective == "supervised" else ():
             mixed = self._score_mixed(model, config, app, app_config)
             results.update(mixed)
@@ -731,9 +744,15 @@ class Seq2SeqApp(App):
             **{f"{app.name}_{app.baseline_name}_{k}": v for k, v in baseline.items()},
         }
 
-    def evaluate_saved_model(self, version_dir, config):
-        """Test-split metrics of a released SavedModel's ``serving_default`` (what TF Serving answers)."""
-        from apps.releases import ReleasedModel
+    def evaluate_saved_model(self, version_dir, config, record=False):
+        """Test-split metrics of a released SavedModel's ``serving_default`` (what TF Serving answers).
+
+        With ``record``, the figures go into the release: the evaluation record
+        as ``release_evaluation`` in its MANIFEST.json entry, and the first
+        ``CHECK_SLICE_INPUTS`` test inputs with their outputs and metrics as
+        ``checks/<version>.json`` (re-scored by the release's test).
+        """
+        from apps.releases import ReleasedModel, record_release_evaluation
 
         released = ReleasedModel(version_dir)
 
@@ -741,7 +760,11 @@ class Seq2SeqApp(App):
             outputs = released({self.names.input: np.array([t.encode("utf-8") for t in batch], dtype=object)})
             return [t.decode("utf-8") for t in outputs[self.names.output]]
 
-        return self._score_all(generate_batch, f"SavedModel {version_dir}", config)[0]
+        results, evaluation, check = self._score_all(generate_batch, f"SavedModel {version_dir}", config)
+        if record:
+            for path in record_release_evaluation(version_dir, evaluation, check):
+                print(f"recorded {path}", flush=True)
+        return results
 
     def evaluate_tflite(self, release_dir, kind, config):
         """Test-split metrics of the release's TFLite ``kind`` (``"float"`` / ``"int8"``) model."""

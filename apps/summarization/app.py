@@ -102,6 +102,9 @@ class SummarizationApp(Seq2SeqApp):
     def score(self, hypotheses, references, config):
         return metrics.rouge_scores(hypotheses, references)
 
+    def metric_settings(self, config):
+        return {"signatures": {"rouge": metrics.rouge_signature()}}
+
     def output_statistics(self, hypotheses, sources, references, config):
         return {
             "novel_words": metrics.novel_word_share(hypotheses, sources),

@@ -152,6 +152,7 @@ def test_evaluate_through_cli_prints_rouge_beside_the_lead_baseline(pretrained_a
     assert values["reference_novel_words"] == pytest.approx(metrics.novel_word_share(summaries, documents), abs=1e-3)
     record = json.loads((tuned.run_dir / "evaluation.json").read_text())
     assert record["metrics"]["rougeL"] == pytest.approx(values["rougeL"], abs=1e-3)
+    assert record["signatures"] == {"rouge": metrics.rouge_signature()} and "stem:yes" in metrics.rouge_signature()
 
 
 def test_export_serves_strings_with_status_and_converts_to_tflite(pretrained_and_tuned, capsys, tmp_path):

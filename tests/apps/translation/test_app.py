@@ -284,3 +284,17 @@ def test_export_through_cli_checks_with_the_runs_own_tokenizers(trained, capsys,
     manifest = json.loads((tmp_path / "translation_en_de" / "MANIFEST.json").read_text(encoding="utf-8"))
     entry = manifest["versions"]["1"]
     assert entry["config"]["run_name"] == "tiny" and entry["evaluation"]["beam_size"] == 2
+    # The release's own figures: the whole (synthetic) test split through serving_default, written into it.
+    status = cli.main(["evaluate", "translation", "--models-dir", str(tmp_path), "--run-name", "tiny", "--record",
+                       "--beam-size", "2"])
+    out = capsys.readouterr().out
+    assert status == 0, out[-2000:]
+    evaluation = json.loads((tmp_path / "translation_en_de" / "MANIFEST.json").read_text())["versions"]["1"]["release_evaluation"]
+    assert evaluation["generated_by"].startswith("SavedModel") and "copy_bleu" in evaluation["metrics"]
+    assert f"bleu: {evaluation['metrics']['bleu']:.4f}" in out
+    check = json.loads((tmp_path / "translation_en_de" / evaluation["check_slice"]["file"]).read_text())
+    inputs = min(200, evaluation["test_inputs"])
+    assert len(check["sources"]) == len(check["outputs"]) == inputs and check["metrics"] == evaluation["check_slice"]["metrics"]
+    # --record writes a release's figures only: not with a Keras checkpoint.
+    assert cli.main(["evaluate", "translation", "--checkpoint", str(result.model_path), "--record"]) == 2
+    assert "--record writes a release's own figures" in capsys.readouterr().err
