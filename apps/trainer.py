@@ -305,9 +305,10 @@ def train(app, config, callbacks=(), command=None):
             # First, so that the state is on disk before any later callback can fail.
             saver = StepCheckpoint(store, config.checkpoint_steps, first_step, steps_per_epoch)
             # A freshly built pipeline per fit call: a seeded shuffle draws each pass's order
-            # from a generator that lives with the dataset object, so only a new dataset
-            # replays the passes of a fresh process.
-            train_data = datasets.train if index == 0 else app.build_datasets(config).train
+            # from a generator that lives with the dataset object, and anything that iterated
+            # ``datasets.train`` (counting its batches for steps_per_epoch, a peek) has moved
+            # that generator on; only a dataset nobody iterated yet gives batch k = f(k, seed).
+            train_data = app.build_datasets(config).train
             stream = train_data.repeat().skip(first_step)
             fitted = model.fit(
                 distribute.distribute_dataset(stream, strategy),

@@ -61,12 +61,6 @@ def test_segments_finish_the_interrupted_epoch_first():
     assert _segments(12, 4, 3) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known regression since the engine refactor (issue 10 note): resuming mid-epoch matches the "
-    "uninterrupted run up to the end of the interrupted epoch (step 8 equal) but not after the second fit "
-    "segment starts (step 9 differs by ~4e-4, with or without dropout)",
-)
 def test_resume_after_kill_9_mid_epoch_gives_the_uninterrupted_weights(uninterrupted, tmp_path):
     # Checkpoints every 3 steps and at each epoch's end (4): the last before the kill at 7 is step 6,
     # the middle of the second epoch.
