@@ -49,7 +49,7 @@ def lead(text, words):
 
 @dataclass
 class SummarizationConfig(Seq2SeqConfig):
-    """Hyperparameters of the summarization app (defaults: the release recipe, see saved_models/summarization)."""
+    """Hyperparameters of the summarization app (no release yet: README "Summarization" says what was tried)."""
 
     architecture: str = option("t5", "transformer (chapter 5) or t5 (section 6.3: relative position bias, RMS norm)")
     task_prefix: str = option("summarize: ", "text-to-text task prefix put before every input")

@@ -25,6 +25,12 @@ def manifest_entry(release_dir):
     return version, manifest["versions"][version]
 
 
+def latest_version(release_dir):
+    """``(version_dir, entry)`` of the latest version: what a release's tests check."""
+    version, entry = manifest_entry(release_dir)
+    return Path(release_dir) / version, entry
+
+
 def file_sizes(version_dir):
     return {str(p.relative_to(version_dir)): p.stat().st_size for p in Path(version_dir).rglob("*") if p.is_file()}
 

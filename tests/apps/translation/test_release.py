@@ -27,8 +27,7 @@ RELEASE = DEFAULT_MODELS_DIR / "translation_en_de"
 
 @pytest.fixture(scope="module")
 def latest():
-    version, entry = release_checks.manifest_entry(RELEASE)
-    return RELEASE / version, entry
+    return release_checks.latest_version(RELEASE)
 
 
 def test_release_files_fit_the_budget(latest):
