@@ -37,6 +37,7 @@ __all__ = [
     "latest_version_dir",
     "next_version",
     "record_release_evaluation",
+    "recorded_manifest",
     "release_entry",
     "release_note",
     "serving_commands",
@@ -83,6 +84,18 @@ def write_manifest(app_dir, version, entry):
     return manifest_path
 
 
+def recorded_manifest(version_dir):
+    """``(MANIFEST.json path, manifest)`` of a released version; FileNotFoundError when it has no entry."""
+    version_dir = Path(version_dir)
+    manifest_path = version_dir.parent / "MANIFEST.json"
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else {}
+    if version_dir.name not in manifest.get("versions", {}):
+        raise FileNotFoundError(
+            f"{manifest_path} has no entry for version {version_dir.name}: export it with `tfsuite export`"
+        )
+    return manifest_path, manifest
+
+
 def record_release_evaluation(version_dir, evaluation, check):
     """Write a released version's own test figures: MANIFEST entry ``release_evaluation`` + ``checks/<version>.json``.
 
@@ -92,14 +105,15 @@ def record_release_evaluation(version_dir, evaluation, check):
         check: dict, ``split``, ``metrics``, ``sources``, ``references``, ``outputs`` of a fixed test slice.
 
     Returns:
-        The two paths written. Nothing is written when the version has no MANIFEST entry.
+        The two paths written.
+
+    Raises:
+        FileNotFoundError: the version has no MANIFEST entry (nothing is written);
+        :func:`recorded_manifest` raises it before an evaluation starts.
     """
     version_dir = Path(version_dir)
     app_dir, version = version_dir.parent, version_dir.name
-    manifest_path = app_dir / "MANIFEST.json"
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else {}
-    if version not in manifest.get("versions", {}):
-        raise FileNotFoundError(f"{manifest_path} has no entry for version {version}: export it with `tfsuite export`")
+    manifest_path, manifest = recorded_manifest(version_dir)
     check_path = app_dir / "checks" / f"{version}.json"
     check_path.parent.mkdir(exist_ok=True)
     check_path.write_text(json.dumps(check, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -752,8 +752,10 @@ class Seq2SeqApp(App):
         ``CHECK_SLICE_INPUTS`` test inputs with their outputs and metrics as
         ``checks/<version>.json`` (re-scored by the release's test).
         """
-        from apps.releases import ReleasedModel, record_release_evaluation
+        from apps.releases import ReleasedModel, record_release_evaluation, recorded_manifest
 
+        if record:
+            recorded_manifest(version_dir)  # before the evaluation, not after it
         released = ReleasedModel(version_dir)
 
         def generate_batch(batch):

@@ -18,17 +18,11 @@ MAX_FILE_BYTES = 20 * 1024 * 1024
 MAX_RELEASE_BYTES = 32 * 1024 * 1024  # "about 30 MB per release"
 
 
-def manifest_entry(release_dir):
-    """``(version, entry)`` of the latest version in ``release_dir/MANIFEST.json``."""
+def latest_version(release_dir):
+    """``(version_dir, entry)`` of the latest version in ``release_dir/MANIFEST.json``: what a release's tests check."""
     manifest = json.loads((Path(release_dir) / "MANIFEST.json").read_text(encoding="utf-8"))
     version = str(manifest["latest"])
-    return version, manifest["versions"][version]
-
-
-def latest_version(release_dir):
-    """``(version_dir, entry)`` of the latest version: what a release's tests check."""
-    version, entry = manifest_entry(release_dir)
-    return Path(release_dir) / version, entry
+    return Path(release_dir) / version, manifest["versions"][version]
 
 
 def file_sizes(version_dir):
