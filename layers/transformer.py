@@ -27,7 +27,8 @@ from layers.validation import check_positive_float, check_positive_int, check_ra
 
 __all__ = ["PositionwiseFeedForward", "TransformerEncoderLayer", "TransformerDecoderLayer", "head_size"]
 
-_ACTIVATIONS = ("relu", "gelu", "sigmoid", "tanh", "leaky_relu", "swish")
+_ACTIVATIONS = ("relu", "gelu", "gelu_exact", "sigmoid", "tanh", "leaky_relu", "swish")
+_GELUS = {"gelu": True, "gelu_exact": False}  # name -> approximate (tanh) or erf
 
 
 def head_size(layer_name, hidden_dim, num_heads):
@@ -51,7 +52,8 @@ class PositionwiseFeedForward(keras.layers.Layer):
 
     Args:
         intermediate_dim: int, width of the hidden layer (``d_ff``, 2048 in the paper).
-        activation: str, ``"relu"`` (default), ``"gelu"`` (tanh approximation,
+        activation: str, ``"relu"`` (default), ``"gelu_exact"`` (``x * Phi(x)``
+            with the erf, as the original BERT), ``"gelu"`` (tanh approximation,
             as GPT-2), or a section 1.2 activation name (``"sigmoid"``,
             ``"tanh"``, ``"leaky_relu"``, ``"swish"``).
         dropout: float in [0, 1), dropout after the activation. Default 0.
@@ -84,7 +86,7 @@ class PositionwiseFeedForward(keras.layers.Layer):
         self.dropout = check_positive_float("PositionwiseFeedForward dropout", dropout, allow_zero=True)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
-        self._activation_layer = None if activation == "gelu" else get_activation(activation)
+        self._activation_layer = None if activation in _GELUS else get_activation(activation)
         self.dropout_layer = Dropout(self.dropout) if self.dropout else None
 
     def build(self, input_shape):
@@ -101,7 +103,10 @@ class PositionwiseFeedForward(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         x = self.intermediate_dense(inputs)
-        x = ops.gelu(x, approximate=True) if self._activation_layer is None else self._activation_layer(x)
+        if self._activation_layer is None:
+            x = ops.gelu(x, approximate=_GELUS[self.activation])
+        else:
+            x = self._activation_layer(x)
         if self.dropout_layer is not None:
             x = self.dropout_layer(x, training=training)
         return self.output_dense(x)

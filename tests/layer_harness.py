@@ -44,6 +44,8 @@ class ContractReport:
 def _as_list(x):
     if isinstance(x, (list, tuple)):
         return list(x)
+    if isinstance(x, dict):  # a model's named outputs (keras-hub backbones), in key order
+        return [x[key] for key in sorted(x)]
     return [x]
 
 

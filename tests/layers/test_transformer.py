@@ -44,6 +44,12 @@ def test_feedforward_activation_is_configurable():
     out = to_np(layer(DEC))
     gelu = lambda h: 0.5 * h * (1 + np.tanh(np.sqrt(2 / np.pi) * (h + 0.044715 * h**3)))  # noqa: E731
     np.testing.assert_allclose(out, np_ffn(DEC, *_ffn_weights(layer), activation=gelu), atol=1e-5)
+    from scipy.special import erf
+
+    exact = PositionwiseFeedForward(FF, activation="gelu_exact")  # the original BERT's x * Phi(x)
+    out = to_np(exact(DEC))
+    gelu = lambda h: 0.5 * h * (1 + erf(h / np.sqrt(2)))  # noqa: E731
+    np.testing.assert_allclose(out, np_ffn(DEC, *_ffn_weights(exact), activation=gelu), atol=1e-5)
 
 
 # --- keras_hub parity, weights copied sub-layer by sub-layer --------------------------------
