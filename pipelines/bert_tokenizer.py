@@ -76,6 +76,19 @@ class BertTokenizer(tf.Module):
     def vocab_size(self):
         return len(self.vocab)
 
+    # The roles pipelines.masking reads: [CLS] opens a sequence, [SEP] closes it (never masked).
+    @property
+    def start_id(self):
+        return self.cls_id
+
+    @property
+    def end_id(self):
+        return self.sep_id
+
+    @property
+    def special_ids(self):
+        return (self.pad_id, self.cls_id, self.sep_id)
+
     @staticmethod
     def _strings(texts, what):
         texts = tf.convert_to_tensor(texts)

@@ -166,8 +166,10 @@ def _check_input(ds, caller):
         )
 
 
-def _outputs(token_ids, masked, selected, pad_id, unselected_label):
-    features = {"token_ids": masked, "padding_mask": token_ids != tf.cast(pad_id, token_ids.dtype)}
+def _outputs(token_ids, masked, selected, pad_id, unselected_label, element=None):
+    # Other features of a dict element (BERT's segment_ids, ...) travel along unchanged.
+    extra = {k: v for k, v in element.items() if k not in ("token_ids", "padding_mask")} if isinstance(element, dict) else {}
+    features = {**extra, "token_ids": masked, "padding_mask": token_ids != tf.cast(pad_id, token_ids.dtype)}
     if unselected_label is None:
         return features, token_ids, tf.cast(selected, tf.float32)
     return features, tf.where(selected, token_ids, tf.cast(unselected_label, token_ids.dtype))
@@ -201,7 +203,7 @@ def static_masking(
         token_ids = _token_ids(element)
         noise = _content_noise(token_ids, pad_id, int(seed))
         masked, selected = bert_mask(token_ids, noise, mask_id=mask_id, special_ids=special, random_ids=random_ids, rates=rates)
-        return _outputs(token_ids, masked, selected, pad_id, unselected_label)
+        return _outputs(token_ids, masked, selected, pad_id, unselected_label, element)
 
     return ds.map(mask, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
 
@@ -228,7 +230,7 @@ def dynamic_masking(
         token_ids = _token_ids(element)
         noise = tf.random.stateless_uniform(tf.concat([[3], tf.shape(token_ids)], axis=0), batch_seed)
         masked, selected = bert_mask(token_ids, noise, mask_id=mask_id, special_ids=special, random_ids=random_ids, rates=rates)
-        return _outputs(token_ids, masked, selected, pad_id, unselected_label)
+        return _outputs(token_ids, masked, selected, pad_id, unselected_label, element)
 
     return tf.data.Dataset.zip((ds, seeds)).map(mask, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
 

@@ -17,7 +17,10 @@ import keras_hub
 import numpy as np
 import pytest
 
-from layers.bert import BertBackbone, MaskedLMHead, NextSentenceHead, load_minilm, mean_pool, minilm_files
+from layers.bert import (
+    BertBackbone, BertPretrainer, MaskedLMHead, NextSentenceHead, load_minilm, mean_pool, minilm_files,
+    roberta_pretrainer,
+)
 from pipelines.bert_tokenizer import BertTokenizer
 from tests.layer_harness import run_layer_contract, seeded_array
 
@@ -127,6 +130,28 @@ def test_gradients_flow_through_the_tied_mlm_head_into_the_embedding():
         loss = tf.reduce_mean(head(sequence, model.token_embeddings))
     gradient = tape.gradient(loss, model.token_embeddings)
     assert gradient is not None and np.any(tf.convert_to_tensor(gradient).numpy() != 0)
+
+
+def test_pretrainer_outputs_both_heads_round_trips_and_roberta_has_no_nsp_head(tmp_path):
+    bert = BertPretrainer(_small(dropout=0.0))
+    out = bert({"token_ids": TOKENS, "segment_ids": SEGMENTS, "padding_mask": MASK})
+    assert out["mlm"].shape == (B, T, VOCAB) and out["nsp"].shape == (B, 2)
+    # The MLM projection is the backbone's token embedding: no second (V, d) table.
+    assert sum(int(np.prod(w.shape)) == VOCAB * HIDDEN for w in bert.weights) == 1
+    path = tmp_path / "bert.keras"
+    bert.save(path)
+    again = keras.saving.load_model(path)
+    reloaded = again({"token_ids": TOKENS, "segment_ids": SEGMENTS, "padding_mask": MASK})
+    for key in ("mlm", "nsp"):
+        np.testing.assert_allclose(to_np(reloaded[key]), to_np(out[key]), atol=1e-5)
+
+    roberta = roberta_pretrainer(VOCAB, LAYERS, HEADS, HIDDEN, FF, max_sequence_length=MAX_LEN)
+    out = roberta({"token_ids": TOKENS})
+    assert set(out) == {"mlm"} and roberta.next_sentence_head is None
+    assert roberta.backbone.num_segments == 1
+    assert not any("next_sentence" in w.path for w in roberta.weights)
+    with pytest.raises(ValueError, match="needs a BertBackbone"):
+        BertPretrainer(keras.layers.Dense(3))
 
 
 def test_bad_arguments_and_inputs_get_clear_errors():
