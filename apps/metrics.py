@@ -15,6 +15,12 @@ Metrics are maintained libraries' implementations, never our own:
 * ``rouge1`` / ``rouge2`` / ``rougeL``: Google's ``rouge-score`` (the
   reference implementation of Lin 2004 used by the T5 and PEGASUS papers),
   F-measure with the Porter stemmer, averaged over examples, in percent;
+* ``exact_match`` / ``f1``: the SQuAD v1.1 answer metrics (:func:`squad_scores`);
+  the one metric written here, because its reference is a script, not a
+  package: the official ``evaluate-v1.1.py`` (Rajpurkar et al., 2016), whose
+  normalization and token F1 are copied exactly; the maintained wrapper,
+  Hugging Face ``evaluate``, downloads that script from the Hub at run time,
+  which fails offline;
 * :func:`novel_word_share`: how abstractive summaries are (share of their
   words not in the text);
 * :func:`repetition_rate`: the share of outputs caught in a loop (an n-gram of
@@ -31,14 +37,18 @@ Example::
 
 from __future__ import annotations
 
+import collections
 import datetime
 import functools
 import json
 import re
+import string
 import time
 from pathlib import Path
 
 import sacrebleu
+
+_SQUAD_PUNCTUATION = set(string.punctuation)
 
 __all__ = [
     "bleu_tokenizer",
@@ -46,6 +56,7 @@ __all__ = [
     "corpus_chrf",
     "corpus_scores",
     "novel_word_share",
+    "squad_scores",
     "repetition_rate",
     "rouge_signature",
     "rouge_scores",
@@ -145,6 +156,37 @@ def novel_word_share(summaries, texts):
         novel += sum(word not in seen for word in words)
         total += len(words)
     return novel / total if total else 0.0
+
+
+def _squad_normalize(text):
+    """SQuAD v1.1's answer normalization: lower case, no punctuation, no articles, single spaces."""
+    text = "".join(ch for ch in text.lower() if ch not in _SQUAD_PUNCTUATION)
+    return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
+
+
+def _squad_f1(prediction, truth):
+    predicted, true = _squad_normalize(prediction).split(), _squad_normalize(truth).split()
+    common = sum((collections.Counter(predicted) & collections.Counter(true)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(predicted), common / len(true)
+    return 2 * precision * recall / (precision + recall)
+
+
+def squad_scores(predictions, answers):
+    """SQuAD v1.1 ``exact_match`` and ``f1`` (fractions in [0, 1]), each the best over a question's gold answers.
+
+    Args:
+        predictions: list of str, one answer per question.
+        answers: list of lists of str, the gold answers of each question.
+    """
+    if len(predictions) != len(answers) or not predictions:
+        raise ValueError(f"{len(predictions)} predictions for {len(answers)} questions: give one answer per question")
+    if any(not golds for golds in answers):
+        raise ValueError("every question needs at least one gold answer")
+    exact = [max(float(_squad_normalize(p) == _squad_normalize(g)) for g in golds) for p, golds in zip(predictions, answers)]
+    f1 = [max(_squad_f1(p, g) for g in golds) for p, golds in zip(predictions, answers)]
+    return {"exact_match": sum(exact) / len(exact), "f1": sum(f1) / len(f1)}
 
 
 def signatures(language="de"):

@@ -4,10 +4,11 @@ A pretrained BERT comes with its own vocabulary, whose reserved tokens
 (``[PAD]`` 0, ``[UNK]`` 100, ``[CLS]`` 101, ``[SEP]`` 102, ``[MASK]`` 103 in
 the uncased English one) are not those of our learned vocabularies
 (:mod:`pipelines.wordpiece`), so it gets this small tokenizer of its own. The
-ops are tensorflow-text's: ``FastBertNormalizer`` (lower case, NFD, accents
-stripped: BERT's uncased normalization) and ``FastWordpieceTokenizer`` in its
-end-to-end mode (BERT's split on whitespace and punctuation, then WordPiece),
-both with TFLite kernels; the packing ``[CLS] A [SEP] B [SEP]`` is
+ops are tensorflow-text's ``FastBertTokenizer``: ``FastBertNormalize`` (lower
+case, NFD, accents stripped: BERT's uncased normalization) and
+``FastWordpieceTokenizeWithOffsets`` in its end-to-end mode (BERT's split on
+whitespace and punctuation, then WordPiece), both with TFLite kernels, with
+each piece's byte offsets in the raw text (:meth:`BertTokenizer.tokenize_with_offsets`); the packing ``[CLS] A [SEP] B [SEP]`` is
 tensorflow-text's ``RoundRobinTrimmer`` + ``combine_segments`` +
 ``pad_model_inputs``. ``tests/pipelines/test_bert_tokenizer.py`` checks the
 ids against the package's own ``tokenizer.json`` read by Hugging Face
@@ -58,10 +59,11 @@ class BertTokenizer(tf.Module):
         self.vocab = list(vocab)
         self.lower_case = bool(lower_case)
         self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = (vocab.index(t) for t in SPECIAL_TOKENS)
-        self._normalizer = tf_text.FastBertNormalizer(lower_case_nfd_strip_accents=self.lower_case)
-        self._wordpiece = tf_text.FastWordpieceTokenizer(
+        # FastBertNormalize + FastWordpieceTokenizeWithOffsets in one op pair: offsets into the raw text.
+        self._tokenizer = tf_text.FastBertTokenizer(
             vocab=self.vocab, suffix_indicator="##", max_bytes_per_word=max_bytes_per_word,
             token_out_type=tf.int32, unknown_token="[UNK]", support_detokenization=True,
+            lower_case_nfd_strip_accents=self.lower_case,
         )
 
     @classmethod
@@ -102,12 +104,17 @@ class BertTokenizer(tf.Module):
 
     def tokenize(self, texts):
         """Strings ``(batch,)`` -> ragged int32 WordPiece ids, no ``[CLS]``/``[SEP]``."""
-        return self._wordpiece.tokenize(self._normalizer.normalize(self._strings(texts, "texts")))
+        return self._tokenizer.tokenize(self._strings(texts, "texts"))
+
+    def tokenize_with_offsets(self, texts):
+        """``(ids, starts, ends)``, ragged ``(batch, None)``: each piece's byte span ``[start, end)`` in the raw
+        UTF-8 text (what maps a predicted answer span back to the context: extractive QA)."""
+        return self._tokenizer.tokenize_with_offsets(self._strings(texts, "texts"))
 
     def detokenize(self, ids):
         """Ids -> strings (the normalized words joined by spaces); pads dropped."""
         ids = tf.ragged.boolean_mask(ids, tf.not_equal(ids, self.pad_id)) if isinstance(ids, tf.Tensor) else ids
-        return self._wordpiece.detokenize(ids)
+        return self._tokenizer.detokenize(ids)
 
     def pack(self, first, second=None, sequence_length=128):
         """``[CLS] first [SEP]`` or ``[CLS] first [SEP] second [SEP]``, trimmed round-robin and padded.

@@ -58,3 +58,22 @@ def test_score_generations_times_scores_and_records(tmp_path):
         score_generations(lambda batch: batch[:1], ["a", "b", "c"], len, "short", 2)
     path = write_evaluation(tmp_path / "run", {"metrics": scores})
     assert json.loads(path.read_text())["metrics"] == {"n": 3} and "finished" in json.loads(path.read_text())
+
+
+def test_squad_scores_follow_the_official_v1_1_script():
+    from apps.metrics import squad_scores
+
+    # Worked by hand with evaluate-v1.1.py's rules: case, punctuation and articles are ignored;
+    # F1 is over the normalized tokens; each question takes its best gold answer.
+    scores = squad_scores(
+        ["The Eiffel Tower!", "development files for libfoo", "a tool", "nothing here"],
+        [["eiffel tower"], ["header files for libfoo", "development files"], ["a small tool", "tool"], ["x"]],
+    )
+    # 1: exact. 2: vs "header files for libfoo": 3 common of 4/4 -> 0.75; vs "development files": P 2/4, R 1 -> 0.667.
+    # 3: "tool" exact. 4: nothing.
+    assert scores["exact_match"] == pytest.approx(2 / 4)
+    assert scores["f1"] == pytest.approx((1 + 0.75 + 1 + 0) / 4)
+    with pytest.raises(ValueError, match="one answer per question"):
+        squad_scores(["a"], [])
+    with pytest.raises(ValueError, match="at least one gold answer"):
+        squad_scores(["a"], [[]])

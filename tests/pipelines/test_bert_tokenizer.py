@@ -85,6 +85,17 @@ def test_pack_trims_long_pairs_round_robin_to_the_length(tokenizers):
     assert sum(packed["segment_ids"].numpy()[0]) == 3  # "short question [SEP]" kept whole
 
 
+def test_offsets_point_at_each_piece_in_the_raw_text(tokenizers):
+    ours, reference = tokenizers
+    texts = ["Café naïve: Open the FILE now", "What does the x86_64 package contain?"]
+    ids, starts, ends = ours.tokenize_with_offsets(tf.constant(texts))
+    assert ids.to_list() == ours.tokenize(tf.constant(texts)).to_list()
+    for text, row_starts, row_ends in zip(texts, starts.to_list(), ends.to_list()):
+        raw = text.encode("utf-8")
+        expected = [text[a:b] for a, b in reference.encode(text, add_special_tokens=False).offsets]  # characters
+        assert [raw[a:b].decode("utf-8") for a, b in zip(row_starts, row_ends)] == expected
+
+
 def test_bad_inputs_get_clear_errors(tokenizers):
     ours, _ = tokenizers
     with pytest.raises(ValueError, match="must be strings"):
