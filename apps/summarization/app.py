@@ -21,7 +21,6 @@ Example::
 
 from __future__ import annotations
 
-import re
 import statistics
 from dataclasses import dataclass
 
@@ -29,6 +28,7 @@ from apps import metrics
 from apps.config import option
 from apps.export import SignatureNames
 from apps.seq2seq import Seq2SeqApp, Seq2SeqConfig
+from pipelines.next_sentence import split_sentences
 
 __all__ = ["SummarizationApp", "SummarizationConfig", "lead"]
 
@@ -38,13 +38,12 @@ FALLBACK_EXAMPLES = (
     "Internet protocols. It is a non-interactive commandline tool, so it may easily be called from scripts, cron "
     "jobs and terminals without X Window System support.",
 )
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
 def lead(text, words):
-    """The lead baseline: the first sentence of ``text``, cut to ``words`` words."""
-    first = _SENTENCE_END.split(text.strip(), maxsplit=1)[0]
-    return " ".join(first.split()[:words])
+    """The lead baseline: the first sentence of ``text`` (``split_sentences``' rule), cut to ``words`` words."""
+    sentences = split_sentences(text)
+    return " ".join(sentences[0].split()[:words]) if sentences else ""
 
 
 @dataclass
