@@ -134,6 +134,11 @@ class App(abc.ABC):
     def serving_outputs(self, model, inputs, config) -> dict:
         """Traced inside the export: ``{output_name: tensor}`` from the ``inputs`` dict."""
 
+    def more_signatures(self, config) -> dict:
+        """Signatures beside ``serving_default`` in the shared export: ``{name: (input specs, outputs function)}``,
+        the function called as :meth:`serving_outputs` is (``(model, inputs, config)``). Default none."""
+        return {}
+
     @abc.abstractmethod
     def serving_example(self, config) -> dict:
         """A small batch of serving inputs (from the test split) used to check an export."""

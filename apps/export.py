@@ -74,6 +74,8 @@ __all__ = [
     "WEIGHTS_DTYPES",
     "check_export",
     "convert_to_tflite",
+    "load_stored_weights",
+    "weight_mapping",
     "custom_ops",
     "export_saved_model",
     "read_settings",
@@ -82,7 +84,9 @@ __all__ = [
 ]
 
 BEAM_SIZES = (1, 2, 4)
-WEIGHTS_DTYPES = ("float32", "float16")  # how a generation export stores the model's weights
+WEIGHTS_DTYPES = ("float32", "float16", "int8")  # how an export stores the model's weights (_stored_weights)
+INT8_MIN_SIZE = 4096  # int8 storage: weights with fewer values (biases, norms) stay float16
+STORED_PREFIX, SCALE_PREFIX = "stored/", "stored_scale/"  # names of the stored copies: prefix + model variable path
 SETTINGS_FILE = "generation.json"  # beside the SavedModel under assets/: export settings
 TOKENIZERS_FOLDER = "tokenizers"
 TFLITE_FOLDER = "tflite"
@@ -108,6 +112,10 @@ TFTEXT_TFLITE_OPS = frozenset(
 def export_saved_model(app, model, config, directory):
     """Write ``model`` as a SavedModel whose ``serving_default`` is the app's serving signature.
 
+    ``config.export_weights`` (when the config has it: ``"float32"``,
+    ``"float16"`` or ``"int8"``, :func:`_stored_weights`) sets how the weights
+    are stored; the signature dequantizes them and computes in float32.
+
     The signature takes the inputs ``app.serving_signature(config)`` declares
     and returns the dict ``app.serving_outputs`` builds, so TF Serving, the
     Gradio demo and any other client call the same function. Apps with more
@@ -120,18 +128,29 @@ def export_saved_model(app, model, config, directory):
     if app.write_saved_model(model, config, directory) is not None:
         return directory
     specs = app.serving_signature(config)
-    names = list(specs)
+    weights_dtype = getattr(config, "export_weights", "float32")
+    if weights_dtype not in WEIGHTS_DTYPES:
+        raise ValueError(f"export_weights must be one of {list(WEIGHTS_DTYPES)}, got {weights_dtype!r}")
+    stored = _stored_weights(model, weights_dtype)
 
-    def serve(*tensors):
-        return app.serving_outputs(model, dict(zip(names, tensors)), config)
+    def endpoint(body, specs):
+        names = list(specs)
+
+        def function(*tensors):
+            if not stored:
+                return body(model, dict(zip(names, tensors)), config)
+            with keras.StatelessScope(state_mapping=weight_mapping(stored)):  # the float32 variables are never read
+                return body(model, dict(zip(names, tensors)), config)
+
+        return function, [tf.TensorSpec(spec.shape, spec.dtype, name=name) for name, spec in specs.items()]
 
     archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint(
-        name="serving_default",
-        fn=serve,
-        input_signature=[tf.TensorSpec(spec.shape, spec.dtype, name=name) for name, spec in specs.items()],
-    )
+    if not stored:
+        archive.track(model)
+    signatures = {"serving_default": (specs, app.serving_outputs), **app.more_signatures(config)}
+    for name, (input_specs, body) in signatures.items():
+        function, input_signature = endpoint(body, input_specs)
+        archive.add_endpoint(name=name, fn=function, input_signature=input_signature)
     _write_archive(archive, directory)
     return directory
 
@@ -292,8 +311,7 @@ class GenerationExport(tf.Module):
         def traced(*args):
             if not self._stored:
                 return body(*args)
-            mapping = [(variable, tf.cast(copy, variable.dtype)) for variable, copy in self._stored]
-            with keras.StatelessScope(state_mapping=mapping):
+            with keras.StatelessScope(state_mapping=weight_mapping(self._stored)):
                 return body(*args)
 
         # autograph=False: every loop is an explicit tf.while_loop (TextGenerator).
@@ -458,17 +476,73 @@ class GenerationExport(tf.Module):
 
 
 def _stored_weights(model, weights_dtype):
-    """``[(model variable, tf.Variable copy)]`` for ``weights_dtype="float16"``: floating weights as float16,
-    the others (integer counters, if any) as they are; ``[]`` for float32 (the model's own variables are saved)."""
+    """How a SavedModel stores ``model``'s weights: ``[(model variable, stored tf.Variable, scale or None)]``.
+
+    ``"float32"``: ``[]`` (the model's own variables are saved). ``"float16"``:
+    floating weights as float16 copies. ``"int8"``: floating weights of at
+    least 2 dimensions and :data:`INT8_MIN_SIZE` values as symmetric int8 with
+    one float32 scale per row (``w ~ q * s``, ``s = max |w_row| / 127``;
+    per row keeps each token of an embedding table at its own scale), the
+    small ones (biases, norms) as float16. Integer variables stay as they are.
+    """
     if weights_dtype == "float32":
         return []
     stored = []
-    for i, variable in enumerate(model.variables):
+    for variable in model.variables:
         value = np.asarray(keras.ops.convert_to_numpy(variable.value))
-        if np.issubdtype(value.dtype, np.floating) or value.dtype.name == "bfloat16":
+        floating = np.issubdtype(value.dtype, np.floating) or value.dtype.name == "bfloat16"
+        scale = None
+        if floating and weights_dtype == "int8" and value.ndim >= 2 and value.size >= INT8_MIN_SIZE:
+            value = value.astype(np.float32)
+            row_max = np.max(np.abs(value), axis=tuple(range(1, value.ndim)), keepdims=True)
+            row_scale = np.where(row_max > 0, row_max / 127.0, 1.0).astype(np.float32)
+            value = np.clip(np.round(value / row_scale), -127, 127).astype(np.int8)
+            scale = tf.Variable(row_scale, trainable=False, name=f"{SCALE_PREFIX}{_key(model, variable)}")
+        elif floating:
             value = value.astype(np.float16)
-        stored.append((variable, tf.Variable(value, trainable=False, name=f"weight_{i:04d}")))
+        # Named for the model variable, so that load_stored_weights can find it in a rebuilt network.
+        stored.append((variable, tf.Variable(value, trainable=False, name=f"{STORED_PREFIX}{_key(model, variable)}"),
+                       scale))
     return stored
+
+
+def _key(model, variable):
+    """The variable's path inside ``model``: a loaded model's paths lack the model's own name, a built one's hold it."""
+    path = variable.path
+    return path[len(model.name) + 1:] if path.startswith(f"{model.name}/") else path
+
+
+def load_stored_weights(model, saved_model_dir):
+    """Assign ``model`` (the exported network, rebuilt) the weights a SavedModel stored with :func:`_stored_weights`:
+    int8 ones dequantized (``q * s``), float16 ones cast back. The inverse of the export, for tools that need a
+    Keras model of a release (a float TFLite conversion).
+
+    Raises:
+        ValueError: the release holds no stored copy for one of ``model``'s variables (another network).
+    """
+    loaded = tf.saved_model.load(str(saved_model_dir))
+    found = {v.name.split(":")[0]: v for v in loaded.signatures["serving_default"].variables}
+    for variable in model.variables:
+        if not variable.dtype.startswith(("float", "bfloat")):  # seed generator states: not weights
+            continue
+        copy = found.get(f"{STORED_PREFIX}{_key(model, variable)}")
+        if copy is None or tuple(copy.shape) != tuple(variable.shape):
+            raise ValueError(f"{saved_model_dir} stores no {variable.path} of shape {tuple(variable.shape)}: "
+                             "it was not exported from this network with stored weights")
+        value = tf.cast(copy, tf.float32)
+        if f"{SCALE_PREFIX}{_key(model, variable)}" in found:
+            value = value * found[f"{SCALE_PREFIX}{_key(model, variable)}"]
+        variable.assign(tf.cast(value, variable.dtype))
+    return model
+
+
+def weight_mapping(stored):
+    """``[(model variable, its value read from the stored copy)]`` for ``keras.StatelessScope(state_mapping=...)``."""
+    mapping = []
+    for variable, copy, scale in stored:
+        value = tf.cast(copy, tf.float32) * scale if scale is not None else copy
+        mapping.append((variable, tf.cast(value, variable.dtype)))
+    return mapping
 
 
 def write_generation_saved_model(export, directory, assets=None):

