@@ -76,6 +76,7 @@ __all__ = [
     "convert_to_tflite",
     "load_stored_weights",
     "weight_mapping",
+    "write_release_tflite",
     "custom_ops",
     "export_saved_model",
     "read_settings",
@@ -534,6 +535,38 @@ def load_stored_weights(model, saved_model_dir):
             value = value * found[f"{SCALE_PREFIX}{_key(model, variable)}"]
         variable.assign(tf.cast(value, variable.dtype))
     return model
+
+
+def write_release_tflite(app, model, config, saved_model_dir, output_dir, signature):
+    """Float and int8 TFLite models (:data:`TFLITE_FILES`) of one signature of a release.
+
+    A release with stored weights (int8 or float16, :func:`_stored_weights`)
+    is first loaded into ``model`` (the exported network, rebuilt:
+    :func:`load_stored_weights`) and exported once more with float32 weights
+    (``config``) into a temporary folder, and converted from there: the float
+    model computes with those weights as float32 constants, the int8 one
+    with TFLite's dynamic-range int8 weights. (Converted straight from an int8
+    release, both files would hold the same int8 weights and their
+    dequantization.) A float32 release is converted as it is.
+
+    Returns: ``{"float": path, "int8": path}``.
+    """
+    import tempfile
+
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    loaded = tf.saved_model.load(str(saved_model_dir))
+    stored = any(v.name.startswith(STORED_PREFIX) for v in loaded.signatures["serving_default"].variables)
+    paths = {}
+    with tempfile.TemporaryDirectory() as folder:
+        source = Path(saved_model_dir)
+        if stored:
+            source = Path(folder) / "float32"
+            export_saved_model(app, load_stored_weights(model, saved_model_dir), config, source)
+        for kind, quantize in (("float", False), ("int8", True)):
+            paths[kind] = output_dir / TFLITE_FILES[kind]
+            paths[kind].write_bytes(convert_to_tflite(source, signature, quantize=quantize))
+    return paths
 
 
 def weight_mapping(stored):

@@ -406,7 +406,8 @@ class BertSpanExtractor(keras.Model):
     def build(self, input_shape=None):
         if not self.backbone.built:
             self.backbone.build()
-        self.span_head.build((None, None, self.backbone.hidden_dim))
+        if not self.span_head.built:
+            self.span_head.build((None, None, self.backbone.hidden_dim))
         self.built = True
 
     def call(self, inputs, training=None):

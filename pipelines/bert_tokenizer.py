@@ -26,10 +26,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_text as tf_text
 
-__all__ = ["BertTokenizer"]
+__all__ = ["BertTokenizer", "used_token_ids"]
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
@@ -150,3 +151,20 @@ class BertTokenizer(tf.Module):
         segment_ids, _ = tf_text.pad_model_inputs(tf.cast(segment_ids, tf.int32), sequence_length, pad_value=0)
         return {"token_ids": tf.cast(token_ids, tf.int32), "segment_ids": segment_ids,
                 "padding_mask": tf.cast(padding_mask, tf.int32)}
+
+
+def used_token_ids(tokenizer, texts, chunk=8192):
+    """Sorted ids of the pieces ``tokenizer`` produces on ``texts``, plus every single character, its ``##``
+    form and the special tokens (not ``[unusedN]``): the vocabulary a release needs for text like ``texts``
+    (with every character kept, any other word still tokenizes, into shorter pieces).
+
+    A smaller vocabulary tokenizes the words of ``texts`` exactly as the full one
+    does: WordPiece takes the longest known prefix, and every prefix it took is kept.
+    """
+    vocab = tokenizer.vocab
+    keep = {i for i, t in enumerate(vocab) if len(t) == 1 or (t.startswith("##") and len(t) == 3)
+            or (t.startswith("[") and t.endswith("]") and not t.startswith("[unused"))}
+    texts = list(texts)
+    for i in range(0, len(texts), chunk):
+        keep.update(np.unique(tokenizer.tokenize(tf.constant(texts[i:i + chunk])).flat_values.numpy()).tolist())
+    return sorted(keep)

@@ -26,7 +26,7 @@ import tensorflow as tf
 import tensorflow_text as tf_text
 
 __all__ = ["QA_BLANK_STATUSES", "QA_STATUSES", "WINDOW_FEATURES", "answer_rows", "best_span", "read_one",
-           "TFLiteReader", "char_to_byte", "python_status", "question_status", "read_answers", "window_example"]
+           "TFLiteReader", "char_to_byte", "make_qa_dataset", "python_status", "question_status", "read_answers", "window_example"]
 
 # The model's inputs among window_example's outputs.
 MODEL_INPUTS = ("token_ids", "segment_ids", "padding_mask")
@@ -328,3 +328,39 @@ def _utf8(data):
         return bytes(data).decode("utf-8")
     except UnicodeDecodeError:
         return None
+
+
+def make_qa_dataset(tokenizer, questions, contexts, answers, answer_starts, *, batch_size=32, training=False, seed=0,
+                    sequence_length=192, doc_stride=64, max_question_length=32, buckets=(64, 96, 128, 160)):
+    """Training / validation batches of windows: ``({token_ids, segment_ids, padding_mask}, {"start", "end"})``.
+
+    Each SQuAD-format example (``answer_starts``: character offsets; a negative
+    one, an unanswerable question, is left out) becomes its windows
+    (:func:`window_example`), cut to their real pieces and batched by length:
+    a batch is padded to the next of ``buckets`` (or ``sequence_length``)
+    only. ``training`` shuffles the windows (seeded, a new order each pass)
+    and drops each bucket's last partial batch.
+    """
+    settings = dict(sequence_length=sequence_length, doc_stride=doc_stride, max_question_length=max_question_length)
+
+    def windows(question, context, answer, start):
+        byte_start = char_to_byte(context, start)
+        byte_end = char_to_byte(context, start + tf.strings.length(answer, unit="UTF8_CHAR"))
+        return tf.data.Dataset.from_tensor_slices(
+            window_example(tokenizer, question, context, byte_start, byte_end, **settings))
+
+    def trimmed(w):
+        n = tf.reduce_sum(w["padding_mask"])
+        return {k: w[k][:n] for k in MODEL_INPUTS}, {"start": w["start_positions"], "end": w["end_positions"]}
+
+    ds = tf.data.Dataset.from_tensor_slices((list(questions), list(contexts), list(answers), list(answer_starts)))
+    ds = ds.filter(lambda q, c, a, s: s >= 0).flat_map(windows)
+    if training:
+        ds = ds.shuffle(20_000, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.map(trimmed, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    boundaries = [b + 1 for b in buckets if b < sequence_length] + [sequence_length + 1]
+    ds = ds.bucket_by_sequence_length(
+        lambda features, labels: tf.shape(features["token_ids"])[0], boundaries, [batch_size] * (len(boundaries) + 1),
+        pad_to_bucket_boundary=True, drop_remainder=training,
+    )
+    return ds.prefetch(tf.data.AUTOTUNE)

@@ -88,6 +88,7 @@ __all__ = [
     "SpeechSource",
     "get_source",
     "resolve_split",
+    "load_columns",
     "load_examples",
 ]
 
@@ -495,3 +496,20 @@ def load_examples(app, dataset=None, split="train", data_dir=None, split_mapping
             ) from error
         raise
     return source.convert(raw, features)
+
+
+def load_columns(app, dataset=None, split="train", limit=None, **kwargs):
+    """:func:`load_examples` read into Python lists: ``{field: [str or int, ...]}`` (strings decoded as UTF-8),
+    the first ``limit`` examples. Raises ``ValueError`` if the split yields none."""
+    ds = load_examples(app, dataset, split=split, **kwargs)
+    ds = ds.take(limit) if limit is not None else ds
+    columns = {}
+    for batch in ds.batch(4096).as_numpy_iterator():
+        for name, values in batch.items():
+            if values.ndim != 1:
+                raise ValueError(f"load_columns reads scalar features only; {name!r} has shape {values.shape[1:]}")
+            columns.setdefault(name, []).extend(
+                v.decode("utf-8") if isinstance(v, bytes) else v.item() for v in values)
+    if not columns:
+        raise ValueError(f"split {split!r} of {dataset or get_source(app).dataset} is empty (limit={limit})")
+    return columns

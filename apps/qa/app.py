@@ -19,6 +19,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,16 +30,15 @@ import tensorflow as tf
 
 from apps import metrics
 from apps.app import App, Datasets
-from apps.config import ConfigError, TrainConfig, option
+from apps.config import ConfigError, TrainConfig, config_to_dict, option
 from layers.bert import BertBackbone, BertSpanExtractor, load_minilm, minilm_files, select_vocabulary
 from layers.optimizers import WarmupLinearDecay
 from pipelines import qa_windows, tfds_sources
-from pipelines.bert_tokenizer import BertTokenizer
+from pipelines.bert_tokenizer import BertTokenizer, used_token_ids
 from pipelines.next_sentence import split_sentences
 
 __all__ = ["QAApp", "QAConfig", "overlap_answer"]
 
-BUCKETS = (64, 96, 128, 160)  # training windows are padded to the next of these (or sequence_length)
 _WORD = re.compile(r"\w+")
 
 
@@ -115,51 +115,20 @@ class QAApp(App):
     # --- data ---------------------------------------------------------------------------
 
     def load_examples(self, config, split):
-        """``split`` as lists: ``(questions, contexts, answers)`` (str each)."""
+        """``split`` as lists ``(questions, contexts, answers, answer_starts)``."""
         key = (config.dataset, split, config.limit)
         if key not in self._examples:
-            ds = tfds_sources.load_examples("qa", config.dataset or None, split=split)
-            ds = ds.take(config.limit) if config.limit is not None else ds
-            rows = ([], [], [], [])
-            for batch in ds.batch(4096).as_numpy_iterator():
-                for column, name in zip(rows, ("question", "context", "answer_text")):
-                    column.extend(v.decode("utf-8") for v in batch[name])
-                rows[3].extend(int(v) for v in batch["answer_start"])
-            if not rows[0]:
-                raise ValueError(f"split {split!r} of {config.dataset or 'tfsuite_qa'} is empty (limit={config.limit})")
-            self._examples[key] = rows
+            columns = tfds_sources.load_columns("qa", config.dataset or None, split, config.limit)
+            self._examples[key] = tuple(columns[k] for k in ("question", "context", "answer_text", "answer_start"))
         return self._examples[key]
 
     def _windows(self, config, split, training):
-        questions, contexts, answers, starts = self.load_examples(config, split)
-        if split == "validation":
-            questions, contexts, answers, starts = (c[:config.validation_examples] for c in (questions, contexts, answers, starts))
-        tokenizer = self.tokenizer(config)
-        settings = dict(sequence_length=config.sequence_length, doc_stride=config.doc_stride,
-                        max_question_length=config.max_question_length)
-
-        def windows(question, context, answer, start):
-            byte_start = qa_windows.char_to_byte(context, start)
-            byte_end = qa_windows.char_to_byte(context, start + tf.strings.length(answer, unit="UTF8_CHAR"))
-            out = qa_windows.window_example(tokenizer, question, context, byte_start, byte_end, **settings)
-            return tf.data.Dataset.from_tensor_slices(out)
-
-        ds = tf.data.Dataset.from_tensor_slices((questions, contexts, answers, starts)).filter(lambda q, c, a, s: s >= 0)
-        ds = ds.flat_map(windows)
-        if training:
-            ds = ds.shuffle(20_000, seed=config.seed, reshuffle_each_iteration=True)
-
-        def trimmed(w):  # cut to the real pieces, so the bucketing pads each batch only to its bucket
-            n = tf.reduce_sum(w["padding_mask"])
-            return {k: w[k][:n] for k in qa_windows.MODEL_INPUTS}, {"start": w["start_positions"], "end": w["end_positions"]}
-
-        ds = ds.map(trimmed, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        boundaries = [b + 1 for b in BUCKETS if b < config.sequence_length] + [config.sequence_length + 1]
-        ds = ds.bucket_by_sequence_length(
-            lambda features, labels: tf.shape(features["token_ids"])[0], boundaries,
-            [config.batch_size] * (len(boundaries) + 1), pad_to_bucket_boundary=True, drop_remainder=training,
-        )
-        return ds.prefetch(tf.data.AUTOTUNE)
+        examples = self.load_examples(config, split)
+        count = config.validation_examples if split == "validation" else None
+        return qa_windows.make_qa_dataset(
+            self.tokenizer(config), *(column[:count] for column in examples), batch_size=config.batch_size,
+            training=training, seed=config.seed, sequence_length=config.sequence_length, doc_stride=config.doc_stride,
+            max_question_length=config.max_question_length)
 
     def build_datasets(self, config):
         return Datasets(train=self._windows(config, "train", True), validation=self._windows(config, "validation", False),
@@ -206,31 +175,37 @@ class QAApp(App):
         out = answer(tf.constant(questions), tf.constant(contexts))
         return [a.decode("utf-8") for a in out["answer"].numpy()]
 
-    def _scores(self, answer_batch, config):
+    def _scores(self, answer_batch, config, prefix=""):
+        """SQuAD scores of ``answer_batch`` (lists of questions, contexts -> answers) on the test split."""
         questions, contexts, answers, _ = self.load_examples(config, "test")
-        predicted = []
-        for i in range(0, len(questions), config.eval_batch_size):
-            predicted.extend(answer_batch(questions[i:i + config.eval_batch_size], contexts[i:i + config.eval_batch_size]))
-        return metrics.squad_scores(predicted, [[a] for a in answers]), predicted
+        size = config.eval_batch_size
+        predicted = [a for i in range(0, len(questions), size) for a in answer_batch(questions[i:i + size], contexts[i:i + size])]
+        return {prefix + k: v for k, v in metrics.squad_scores(predicted, [[a] for a in answers]).items()}, predicted
 
-    def evaluate(self, model, config):
-        """Exact match and F1 of ``model``, of the ``--init scratch`` model and of the overlap baseline, on the test split."""
-        answer = self.answer_function(model, config)
-        results, _ = self._scores(lambda q, c: self.answer_texts(answer, q, c), config)
+    def comparisons(self, config):
+        """In the same run: the ``--init scratch`` model (``scratch_*``, when its checkpoint exists) and the
+        overlap baseline (``overlap_*``) on the test split."""
+        results = {}
         scratch = Path(config.scratch_checkpoint)
-        if config.init == "minilm" and scratch.is_file():
+        if scratch.is_file():
             from apps.trainer import load_checkpoint
 
-            other = self.answer_function(load_checkpoint(scratch), config)
-            for key, value in self._scores(lambda q, c: self.answer_texts(other, q, c), config)[0].items():
-                results[f"scratch_{key}"] = value
-        elif config.init == "minilm":
+            answer = self.answer_function(load_checkpoint(scratch), config)
+            results.update(self._scores(lambda q, c: self.answer_texts(answer, q, c), config, "scratch_")[0])
+        else:
             print(f"no scratch model at {scratch}: train one with `tfsuite train qa --init scratch --run-name scratch`")
-        results.update(self._overlap(config))
+        results.update(self._scores(lambda q, c: [overlap_answer(*pair) for pair in zip(q, c)], config, "overlap_")[0])
         return results
 
+    def evaluate(self, model, config):
+        """Exact match and F1 of ``model`` on the test split, and :meth:`comparisons`."""
+        answer = self.answer_function(model, config)
+        results = self._scores(lambda q, c: self.answer_texts(answer, q, c), config)[0]
+        return {**results, **(self.comparisons(config) if config.init == "minilm" else {})}
+
     def evaluate_saved_model(self, version_dir, config, record=False):
-        """Exact match and F1 of the release's ``serving_default`` and the overlap baseline, on the test split."""
+        """Exact match and F1 of the release's ``serving_default`` (what TF Serving answers), and :meth:`comparisons`;
+        ``record`` writes them into the release (MANIFEST ``release_evaluation`` and ``checks/<version>.json``)."""
         from apps.releases import ReleasedModel, record_release_evaluation, recorded_manifest
 
         if record:
@@ -242,7 +217,7 @@ class QAApp(App):
             return [a.decode("utf-8") for a in out["answer"]]
 
         results, predicted = self._scores(answer_batch, config)
-        results.update(self._overlap(config))
+        results.update(self.comparisons(config))
         if record:
             questions, contexts, answers, _ = self.load_examples(config, "test")
             head = slice(0, 200)
@@ -254,36 +229,22 @@ class QAApp(App):
                 print(f"recorded {path}", flush=True)
         return results
 
-    def _overlap(self, config):
-        questions, contexts, answers, _ = self.load_examples(config, "test")
-        baseline = metrics.squad_scores([overlap_answer(q, c) for q, c in zip(questions, contexts)], [[a] for a in answers])
-        return {f"overlap_{key}": value for key, value in baseline.items()}
-
     supports_tflite = True
 
     def export_tflite(self, saved_model_dir, output_dir):
-        """``answer_spans`` as TFLite: float32 weights (the release's, dequantized) and int8 dynamic-range weights."""
+        """``answer_spans`` as TFLite, float32 weights (the release's, dequantized) and int8 dynamic-range ones."""
         import dataclasses
-        import tempfile
 
-        from apps.export import TFLITE_FILES, convert_to_tflite, export_saved_model, load_stored_weights
-        from apps.releases import recorded_manifest
         from apps.config import config_from_dict
+        from apps.export import write_release_tflite
 
-        saved_model_dir, output_dir = Path(saved_model_dir), Path(output_dir)
-        _, manifest = recorded_manifest(saved_model_dir)
-        vocab = saved_model_dir / "assets" / "vocab.txt"
-        config = dataclasses.replace(config_from_dict(QAConfig, manifest["versions"][saved_model_dir.name]["config"]),
-                                     init="scratch", vocabulary=str(vocab), export_weights="float32")
-        model = load_stored_weights(self.build_model(config), saved_model_dir)
-        output_dir.mkdir(parents=True, exist_ok=True)
-        paths = {}
-        with tempfile.TemporaryDirectory() as folder:
-            export_saved_model(self, model, config, Path(folder) / "float32")
-            for kind, quantize in (("float", False), ("int8", True)):
-                paths[kind] = output_dir / TFLITE_FILES[kind]
-                paths[kind].write_bytes(convert_to_tflite(Path(folder) / "float32", "answer_spans", quantize=quantize))
-        (output_dir / "vocab.txt").write_bytes(vocab.read_bytes())
+        assets = Path(saved_model_dir) / "assets"
+        config = config_from_dict(QAConfig, json.loads((assets / "config.json").read_text()))
+        vocab = assets / "vocab.txt"
+        config = dataclasses.replace(config, vocabulary=str(vocab), export_weights="float32")
+        model = keras.saving.deserialize_keras_object(json.loads((assets / "model.json").read_text()))
+        paths = write_release_tflite(self, model, config, saved_model_dir, output_dir, "answer_spans")
+        (Path(output_dir) / "vocab.txt").write_bytes(vocab.read_bytes())
         return paths
 
     def evaluate_tflite(self, release_dir, kind, config):
@@ -293,8 +254,7 @@ class QAApp(App):
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found; convert the release first: `tfsuite export qa --format tflite`")
         runner = qa_windows.TFLiteReader(path, **self.reader_settings(config))
-        results, _ = self._scores(lambda q, c: runner(q, c)["answer"], config)
-        return {**results, **self._overlap(config)}
+        return self._scores(lambda q, c: runner(q, c)["answer"], config)[0]
 
     # --- serving ------------------------------------------------------------------------------
 
@@ -319,7 +279,8 @@ class QAApp(App):
 
     def write_saved_model(self, model, config, directory):
         """The release: the vocabulary pruned to the corpora's tokens (``--prune-vocabulary``), weights stored as
-        ``--export-weights``; ``assets/vocab.txt`` is its tokenizer's vocabulary."""
+        ``--export-weights``; ``assets/`` holds its tokenizer's ``vocab.txt``, the ``config.json`` it was exported with
+        and the network's Keras config ``model.json`` (what :meth:`export_tflite` rebuilds)."""
         import dataclasses
         import tempfile
 
@@ -332,32 +293,29 @@ class QAApp(App):
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "vocab.txt"
             path.write_text("\n".join(vocab[i] for i in keep) + "\n", encoding="utf-8")
-            export_saved_model(self, select_vocabulary(model, keep), dataclasses.replace(config, vocabulary=str(path)),
-                               directory)
-            (Path(directory) / "assets").mkdir(exist_ok=True)
-            (Path(directory) / "assets" / "vocab.txt").write_bytes(path.read_bytes())
+            pruned = select_vocabulary(model, keep)
+            export_saved_model(self, pruned, dataclasses.replace(config, vocabulary=str(path)), directory)
+            assets = Path(directory) / "assets"
+            assets.mkdir(exist_ok=True)
+            (assets / "vocab.txt").write_bytes(path.read_bytes())
+            (assets / "config.json").write_text(json.dumps(config_to_dict(config), indent=1) + "\n")
+            (assets / "model.json").write_text(json.dumps(keras.saving.serialize_keras_object(pruned)) + "\n")
         print(f"vocabulary: {len(keep)} of {len(vocab)} tokens")
         return directory
 
     def kept_token_ids(self, config):
-        """Ids of the tokens the training texts of our corpora use (QA, summarization, translation's English),
-        every single character and its ``##`` form, and the specials; sorted."""
-        tokenizer = self.tokenizer(config)
-        keep = {i for i, t in enumerate(tokenizer.vocab) if len(t) == 1 or (t.startswith("##") and len(t) == 3)
-                or (t.startswith("[") and t.endswith("]") and not t.startswith("[unused"))}
+        """The pruned vocabulary's ids: the tokens of our corpora's training texts (QA, summarization,
+        translation's English side; those built here) and every character (``used_token_ids``)."""
         texts = []
         for task, fields in (("qa", ("question", "context")), ("summarization", ("document",)), ("translation", ("source",))):
             for split in ("train", "validation"):
                 try:
-                    ds = tfds_sources.load_examples(task, split=split)
+                    columns = tfds_sources.load_columns(task, split=split)
                 except Exception as error:  # noqa: BLE001 - a corpus not built here only narrows the vocabulary
                     print(f"vocabulary: {task} {split} not read ({type(error).__name__})")
                     continue
-                for batch in ds.batch(4096).as_numpy_iterator():
-                    texts.extend(t for f in fields for t in batch[f])
-        for i in range(0, len(texts), 8192):
-            keep.update(np.unique(tokenizer.tokenize(tf.constant(texts[i:i + 8192])).flat_values.numpy()).tolist())
-        return sorted(keep)
+                texts.extend(text for field in fields for text in columns[field])
+        return used_token_ids(self.tokenizer(config), texts)
 
     def serving_example(self, config):
         questions, contexts, _, _ = self.load_examples(config, "test")

@@ -124,14 +124,18 @@ def test_the_pruned_release_answers_as_the_keras_model(release):
 
 def test_the_tflite_reader_answers_as_the_release(release, tmp_path):
     app, _, folder, questions, contexts = release
-    paths = app.export_tflite(folder / "float32", tmp_path)
-    served = tf.saved_model.load(str(folder / "float32")).signatures["serving_default"]
+    paths = app.export_tflite(folder / "int8", tmp_path)  # rebuilt from model.json with the stored weights
+    served = tf.saved_model.load(str(folder / "int8")).signatures["serving_default"]
     want = served(question=tf.constant(questions), context=tf.constant(contexts))
-    got = qa_windows.TFLiteReader(paths["float"])(questions, contexts)
+    got = qa_windows.TFLiteReader(paths["float"])(questions, contexts)  # the release's weights, as float32
     assert got["answer"] == [a.decode("utf-8") for a in want["answer"].numpy()]
     assert got["status"] == [s.decode() for s in want["status"].numpy()]
     assert got["start"] == want["start"].numpy().tolist() and got["end"] == want["end"].numpy().tolist()
     assert (tmp_path / "vocab.txt").is_file()
+    quantized = qa_windows.TFLiteReader(paths["int8"])(questions, contexts)
+    assert quantized["status"] == got["status"]
+    assert np.mean(np.array(quantized["answer"]) == np.array(got["answer"])) >= 0.8
+    assert paths["int8"].stat().st_size < paths["float"].stat().st_size  # here mostly the tokenizer's tables
 
 
 def test_squad_by_name_feeds_the_same_pipeline():
