@@ -560,3 +560,21 @@ def test_decoder_only_model_exports_to_saved_model_and_tflite_with_the_keras_tok
     tflite = TFLiteRunner(paths["float"])(prompts)
     np.testing.assert_array_equal(tflite["token_ids"], expected)
     assert tflite["completions"] == continuations and tflite["status"] == ["ok"] * 3
+
+
+@pytest.mark.parametrize("weights", ["float32", "float16", "int8"])
+def test_the_plain_exporter_stores_each_weight_once_in_the_chosen_dtype(weights, tmp_path):
+    from apps.export import export_saved_model
+    from apps.image_classification import FashionMNISTApp, FashionMNISTConfig
+
+    app, config = FashionMNISTApp(), FashionMNISTConfig(model="vgg_small")
+    config.export_weights = weights  # the exporter reads it when a config has it
+    model = app.build_model(config)
+    export_saved_model(app, model, config, tmp_path / "release")
+    stored = sum(p.stat().st_size for p in (tmp_path / "release" / "variables").iterdir())
+    bytes_per_weight = {"float32": 4, "float16": 2, "int8": 1}[weights]
+    assert stored < 1.15 * model.count_params() * bytes_per_weight + 20_000, stored  # + float16 biases, scales, index
+    images = np.random.default_rng(0).random((3, 28, 28, 1), dtype=np.float32)
+    served = tf.saved_model.load(str(tmp_path / "release")).signatures["serving_default"](images=tf.constant(images))
+    direct = app.serving_outputs(model, {"images": tf.constant(images)}, config)["probabilities"]
+    np.testing.assert_allclose(served["probabilities"].numpy(), direct, atol={"float32": 1e-6, "float16": 1e-2, "int8": 5e-2}[weights])
