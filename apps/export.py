@@ -234,8 +234,8 @@ class GenerationExport(tf.Module):
         length_ratio: float >= 0, also stop each output at ``ceil(length_ratio *
             input tokens) + 4`` tokens (text inputs; 0 disables), as the Python
             decoder does (``apps.seq2seq.output_limits``). Default 0.
-        weights_dtype: ``"float32"`` or ``"float16"``, how the SavedModel
-            stores the model's floating-point weights. ``"float16"`` halves the
+        weights_dtype: ``"float32"``, ``"float16"`` or ``"int8"`` (:func:`_stored_weights`),
+            how the SavedModel stores the model's floating-point weights. ``"float16"`` halves the
             release (a 9.5M-parameter model: 19 MB instead of 38 MB); every
             signature casts them back and computes in the model's own dtypes
             (Keras' ``StatelessScope`` maps each weight to its cast copy while

@@ -11,9 +11,17 @@ in the others both labels are 0 (``[CLS]``: "not in this window").
 
 Everything here is TensorFlow and tensorflow-text ops on one example (scalar
 strings), so the same function builds training windows
-(``dataset.map(...).unbatch()``) and runs inside the exported SavedModel;
+(:func:`make_qa_dataset`) and runs inside the exported SavedModel;
 :func:`best_span` maps the model's start/end scores back to a byte span of
-the raw context.
+the raw context. The rows are packed with dense ops (equal to tf_text's
+``combine_segments`` + ``pad_model_inputs``, which need ragged kernels
+TFLite lacks), so the same graph converts to TFLite.
+
+The reader, data flowing one way: :func:`read_one` (windows, one model call,
+best span) -> :func:`read_answers` (a batch, ``tf.map_fn``) ->
+:func:`answer_rows` (answer strings, character offsets and a status per row,
+:data:`QA_STATUSES`); :class:`TFLiteReader` runs the TFLite ``answer_spans``
+model and does the string part in Python.
 
 Offsets are UTF-8 byte offsets (what tensorflow-text returns);
 :func:`char_to_byte` converts SQuAD's character ``answer_start``.
