@@ -335,3 +335,16 @@ def test_invalid_arguments_raise_clear_errors():
 
 def test_integer_learning_rate_is_accepted_as_float():
     assert SGD(learning_rate=1).get_config()["learning_rate"] == 1.0
+
+
+def test_warmup_linear_decay_rises_then_falls_to_zero_and_round_trips():
+    from layers.optimizers import WarmupLinearDecay
+
+    schedule = WarmupLinearDecay(1e-3, warmup=10, total=110)
+    values = [float(schedule(t)) for t in (0, 5, 10, 60, 110, 200)]
+    np.testing.assert_allclose(values, [0.0, 5e-4, 1e-3, 5e-4, 0.0, 0.0], atol=1e-9)
+    again = WarmupLinearDecay.from_config(schedule.get_config())
+    assert float(again(35)) == float(schedule(35))
+    for warmup, total in ((10, 10), (-1, 5)):
+        with pytest.raises(ValueError, match="warmup < total"):
+            WarmupLinearDecay(1e-3, warmup=warmup, total=total)

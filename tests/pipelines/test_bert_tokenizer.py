@@ -106,3 +106,17 @@ def test_bad_inputs_get_clear_errors(tokenizers):
         ours.pack(["a"], sequence_length=2)
     with pytest.raises(ValueError, match="lacks"):
         BertTokenizer(["a", "b"])
+
+
+def test_a_vocabulary_of_the_used_tokens_tokenizes_those_texts_alike(tokenizers, corpus_texts):
+    from pipelines.bert_tokenizer import used_token_ids
+
+    full = tokenizers[0]
+    keep = used_token_ids(full, corpus_texts[:60])
+    small = BertTokenizer([full.vocab[i] for i in keep])
+    assert len(keep) < full.vocab_size // 2
+    for text in corpus_texts[:60]:  # the same pieces, under their new ids
+        assert [keep[i] for i in small.tokenize([text])[0].numpy()] == full.tokenize([text])[0].numpy().tolist()
+    outside = "Photosynthesis converts sunlight"  # words of no kept text still tokenize, in shorter pieces
+    pieces = small.tokenize([outside])[0].numpy()
+    assert small.unk_id not in pieces and small.detokenize(pieces[None])[0].numpy().decode() == outside.lower()
