@@ -362,6 +362,8 @@ class QAApp(App):
         answer = outputs["answer"][0].decode("utf-8")
         if start < 0:
             return [(context, None)], ""
+        if status in ("other_script", "truncated"):  # answered, with a caveat the user should read
+            answer += f"  ({qa_windows.QA_STATUSES[status]})"
         spans = [(context[:start], None), (context[start:end], "answer"), (context[end:], None)]
         return [s for s in spans if s[0]], answer
 

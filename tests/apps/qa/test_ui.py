@@ -1,6 +1,7 @@
 """The question-answering tab of the Gradio demo against a live server (``gradio_client``): it highlights the
-release's answer in the pasted context, and reports an empty question or context and a context too long for the
-model; without the MiniLM weights package the released model still answers (its vocabulary travels with it)."""
+release's answer in the pasted context, reports an empty question or context and a context too long for the
+model, and answers a question in another script with a caveat; without the MiniLM weights package the released
+model still answers (its vocabulary travels with it)."""
 
 import os
 import socket
@@ -76,3 +77,8 @@ def test_the_tab_highlights_the_release_answer_in_the_context(client, models_dir
 def test_bad_input_is_a_message(client, question, context, message):
     with pytest.raises(Exception, match=message):
         client.predict(question, context, api_name="/qa")
+
+
+def test_a_question_in_another_script_is_answered_with_a_caveat(client):
+    highlighted, text = client.predict("クロワッサンを焼くのは誰ですか?", CONTEXT, api_name="/qa")
+    assert "another script" in text and any(item["class_or_confidence"] == "answer" for item in highlighted)
