@@ -33,6 +33,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_text as tf_text
 
+from pipelines.preprocessing import _pick  # the per-row status rule the text preprocessors use
+
 __all__ = ["QA_BLANK_STATUSES", "QA_STATUSES", "WINDOW_FEATURES", "answer_rows", "best_span", "read_one",
            "TFLiteReader", "char_to_byte", "make_qa_dataset", "python_status", "question_status", "read_answers", "window_example"]
 
@@ -211,29 +213,27 @@ def _latin_share(texts):
     return tf.where(letters > 0, tf.reduce_sum(tf.cast(latin & letter, tf.float32), axis=1) / tf.maximum(letters, 1.0), 1.0)
 
 
-def question_status(tokenizer, questions, contexts, max_question_length, window_counts, max_windows):
-    """The status of each row (:data:`QA_STATUSES`), first match wins: invalid UTF-8, empty, too long,
-    other script, truncated question, ok."""
+def _valid_utf8(texts):
+    return tf.equal(tf.strings.unicode_transcode(texts, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD),
+                    texts)
 
-    def valid(texts):
-        return tf.equal(tf.strings.unicode_transcode(texts, "UTF-8", "UTF-8", errors="replace",
-                                                     replacement_char=0xFFFD), texts)
+
+def question_status(tokenizer, questions, contexts, max_question_length, window_counts, max_windows, valid_utf8):
+    """The status of each row (:data:`QA_STATUSES`), first match wins: invalid UTF-8, empty, too long,
+    other script, truncated question, ok. ``questions`` / ``contexts`` are the rows as read (invalid UTF-8
+    ones already replaced by empty strings), ``valid_utf8`` says which rows were valid."""
 
     def blank(texts):
         return tf.equal(tf.strings.length(tf.strings.strip(texts)), 0)
 
     question_pieces = tokenizer.tokenize(questions).row_lengths()
-    conditions = [
-        ("invalid_utf8", ~(valid(questions) & valid(contexts))),
+    return _pick([
+        ("invalid_utf8", ~valid_utf8),
         ("empty", blank(questions) | blank(contexts)),
         ("too_long", window_counts > max_windows),
         ("other_script", (_latin_share(questions) < 0.5) & (_latin_share(contexts) >= 0.5)),
         ("truncated", question_pieces > max_question_length),
-    ]
-    status = tf.fill(tf.shape(questions), "ok")
-    for name, condition in reversed(conditions):
-        status = tf.where(condition, tf.constant(name), status)
-    return status
+    ])
 
 
 def answer_rows(span_logits, tokenizer, questions, contexts, **settings):
@@ -243,13 +243,11 @@ def answer_rows(span_logits, tokenizer, questions, contexts, **settings):
     Rows with a blank status (:data:`QA_BLANK_STATUSES`) get answer ``""``, score 0 and offsets -1; an
     invalid UTF-8 row is read as empty strings, so no kernel sees it.
     """
-    ok = tf.equal(tf.strings.unicode_transcode(questions, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD),
-                  questions) & tf.equal(
-        tf.strings.unicode_transcode(contexts, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD), contexts)
+    ok = _valid_utf8(questions) & _valid_utf8(contexts)  # checked once, here
     clean_questions, clean_contexts = tf.where(ok, questions, ""), tf.where(ok, contexts, "")
     read = read_answers(span_logits, tokenizer, clean_questions, clean_contexts, **settings)
-    status = question_status(tokenizer, questions, contexts, settings.get("max_question_length", 32),
-                             read["window_counts"], settings.get("max_windows", 16))
+    status = question_status(tokenizer, clean_questions, clean_contexts, settings.get("max_question_length", 32),
+                             read["window_counts"], settings.get("max_windows", 16), ok)
     blank = tf.reduce_any(tf.stack([tf.equal(status, name) for name in QA_BLANK_STATUSES]), axis=0)
     blank = blank | (read["byte_start"] < 0)
     byte_start, byte_end = tf.maximum(read["byte_start"], 0), tf.maximum(read["byte_end"], 0)

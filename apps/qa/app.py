@@ -31,6 +31,7 @@ import tensorflow as tf
 from apps import metrics
 from apps.app import App, Datasets
 from apps.config import ConfigError, TrainConfig, config_to_dict, option
+from apps.export import WEIGHTS_DTYPES
 from layers.bert import BertBackbone, BertSpanExtractor, load_minilm, minilm_files, select_vocabulary
 from layers.optimizers import WarmupLinearDecay
 from pipelines import qa_windows, tfds_sources
@@ -82,8 +83,8 @@ class QAConfig(TrainConfig):
         super().__post_init__()
         if self.init not in ("minilm", "scratch"):
             raise ConfigError(f"init must be 'minilm' or 'scratch', got {self.init!r}")
-        if self.export_weights not in ("int8", "float16", "float32"):
-            raise ConfigError(f"export_weights must be int8, float16 or float32, got {self.export_weights!r}")
+        if self.export_weights not in WEIGHTS_DTYPES:
+            raise ConfigError(f"export_weights must be one of {list(WEIGHTS_DTYPES)}, got {self.export_weights!r}")
         if self.sequence_length - self.max_question_length - 3 < self.doc_stride or self.doc_stride < 1:
             raise ConfigError(
                 f"doc_stride={self.doc_stride} must be between 1 and sequence_length - max_question_length - 3 "
