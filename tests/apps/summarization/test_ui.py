@@ -2,19 +2,18 @@
 summarizes a long text from its beginning (status ``truncated``), and reports bad input."""
 
 import os
-import socket
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from gradio_client import Client  # noqa: E402
 
 from apps.export import GenerationExport, write_generation_saved_model  # noqa: E402
 from apps.releases import ReleasedModel  # noqa: E402
 from apps.summarization import SummarizationApp  # noqa: E402
 from apps.ui import build_demo  # noqa: E402
+from tests.apps.ui_server import live_client  # noqa: E402
 from layers.t5 import T5  # noqa: E402
 from pipelines.preprocessing import TextPreprocessor  # noqa: E402
 from pipelines.wordpiece import RESERVED_TOKENS, WordpieceTokenizer, learn_wordpiece_vocab  # noqa: E402
@@ -46,15 +45,8 @@ def models_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(models_dir, tmp_path_factory):
-    demo = build_demo(names=["summarization"], models_dir=models_dir, examples_dir=tmp_path_factory.mktemp("ex"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    try:
-        yield Client(f"http://127.0.0.1:{port}/", verbose=False)
-    finally:
-        demo.close()
+    yield from live_client(build_demo(names=["summarization"], models_dir=models_dir,
+                                      examples_dir=tmp_path_factory.mktemp("ex")))
 
 
 def _expected(models_dir, text, beam_size=NUM_BEAMS):
