@@ -151,20 +151,84 @@ class App(abc.ABC):
         """Convert a released SavedModel to TFLite files under ``output_dir``: ``{"float": path, "int8": path}``."""
         raise NotImplementedError(f"app {self.name} has no TFLite export")
 
-    def evaluate_saved_model(self, version_dir, config, record=False) -> dict:
-        """Test metrics of the released SavedModel in ``version_dir``, as :meth:`evaluate`.
+    # --- scoring a predictor on the test split (the release, TFLite, comparisons) ---------
+    # An app that declares test_examples, score and release_predictions gets score_batches
+    # and evaluate_saved_model from here; apps with their own decoding loop override them.
 
-        ``tfsuite evaluate <app>`` without ``--checkpoint`` runs this on the
-        latest release, so the figures are those of what is deployed; with
-        ``record`` (``--record``) they are also written into the release.
-        """
+    check_slice: ClassVar[int] = 200  # test inputs whose outputs a release records (checks/<version>.json)
+
+    def test_examples(self, config) -> tuple:
+        """The test split: ``({serving input name: [str, ...]}, references)``, one reference per row."""
         raise NotImplementedError(
             f"app {self.name} cannot evaluate a released SavedModel; pass --checkpoint runs/{self.name}/<run>/model.keras"
         )
 
+    def score(self, predictions, references, config) -> dict:
+        """The app's metrics of ``predictions`` against ``references`` (lists of one row each)."""
+        raise NotImplementedError(f"app {self.name} declares no score")
+
+    def release_predictions(self, outputs) -> list:
+        """``serving_default``'s outputs (dict of arrays) -> the predictions :meth:`score` takes."""
+        raise NotImplementedError(f"app {self.name} declares no release_predictions")
+
+    def comparisons(self, config) -> dict:
+        """Figures printed beside the model's in the same run (baselines, other models); none by default."""
+        return {}
+
+    def score_batches(self, predict, config, prefix=""):
+        """``predict`` (a batch ``{input name: [str]}`` -> list of predictions) over the test split in batches of
+        ``config.eval_batch_size``: ``({prefix + metric: value}, predictions)``."""
+        inputs, references = self.test_examples(config)
+        size = getattr(config, "eval_batch_size", 32)
+        predicted = []
+        for begin in range(0, len(references), size):
+            predicted.extend(predict({name: column[begin:begin + size] for name, column in inputs.items()}))
+        return {prefix + k: v for k, v in self.score(predicted, references, config).items()}, predicted
+
+    def evaluate_saved_model(self, version_dir, config, record=False) -> dict:
+        """Test metrics of the released SavedModel in ``version_dir`` (its ``serving_default``, what TF Serving
+        answers) and :meth:`comparisons`, in one run.
+
+        ``tfsuite evaluate <app>`` without ``--checkpoint`` runs this on the
+        latest release, so the figures are those of what is deployed; with
+        ``record`` (``--record``) they are also written into the release: the
+        figures as ``release_evaluation`` in its MANIFEST.json entry, the first
+        :attr:`check_slice` test inputs with their outputs as ``checks/<version>.json``.
+        """
+        import numpy as np
+
+        from apps.releases import ReleasedModel, record_release_evaluation, recorded_manifest
+
+        inputs, references = self.test_examples(config)
+        if record:
+            recorded_manifest(version_dir)  # before the evaluation, not after it
+        released = ReleasedModel(version_dir)
+
+        def predict(batch):
+            return self.release_predictions(released({k: np.array(v, dtype=object) for k, v in batch.items()}))
+
+        results, predicted = self.score_batches(predict, config)
+        results.update(self.comparisons(config))
+        if record:
+            head = self.check_slice
+            check = {"split": f"test[:{head}]", "metrics": self.score(predicted[:head], references[:head], config),
+                     "inputs": {k: v[:head] for k, v in inputs.items()}, "references": references[:head],
+                     "outputs": predicted[:head]}
+            evaluation = {"metrics": results, "dataset": getattr(config, "dataset", "") or f"tfsuite_{self.name}",
+                          "test_inputs": len(references)}
+            for path in record_release_evaluation(version_dir, evaluation, check):
+                print(f"recorded {path}", flush=True)
+        return results
+
     def evaluate_tflite(self, release_dir, kind, config) -> dict:
         """Test metrics of ``release_dir/tflite``'s ``kind`` (``"float"`` or ``"int8"``) model, as :meth:`evaluate`."""
         raise NotImplementedError(f"app {self.name} has no TFLite export")
+
+    def release_model(self, model, config, folder):
+        """``(network, config)`` the shared exporter writes for the trained ``model``; files written into
+        ``folder`` go to the release's ``assets/``. Default: ``model`` and ``config`` as they are (QA prunes
+        the vocabulary to the tokens its corpora use and writes that ``vocab.txt``)."""
+        return model, config
 
     def write_saved_model(self, model, config, directory):
         """Write the release SavedModel yourself; return ``None`` (default) to let the shared exporter.
@@ -192,16 +256,28 @@ class App(abc.ABC):
         """Example rows for the tab (may write files under ``cache_dir``); none by default."""
         return []
 
+    # serving inputs that load_release's default passes on to postprocess beside the outputs (QA: the context)
+    echo_inputs: ClassVar[tuple] = ()
+
     def load_release(self, models_dir):
         """The demo tab's model: a callable from the preprocessed inputs to output arrays, with a ``note``.
 
         Default: the latest version under ``<models_dir>/<name>/``
-        (:class:`apps.releases.ReleasedModel`). Raise ``FileNotFoundError`` saying
-        how to make a release when there is none.
+        (:class:`apps.releases.ReleasedModel`), its outputs joined by the
+        :attr:`echo_inputs`. Raise ``FileNotFoundError`` saying how to make a
+        release when there is none.
         """
         from apps.releases import ReleasedModel, latest_version_dir
 
-        return ReleasedModel(latest_version_dir(models_dir, self.name))
+        released = ReleasedModel(latest_version_dir(models_dir, self.name))
+        if not self.echo_inputs:
+            return released
+
+        def answer(inputs):
+            return {**released(inputs), **{name: inputs[name] for name in self.echo_inputs}}
+
+        answer.note = released.note
+        return answer
 
     @abc.abstractmethod
     def preprocess(self, *ui_values) -> dict:

@@ -3,8 +3,10 @@
 Two kinds of release come out of here:
 
 * :func:`export_saved_model`: ``serving_default`` from an app's
-  ``serving_signature`` / ``serving_outputs`` (the Fashion-MNIST classifier), or
-  the app's own ``write_saved_model``;
+  ``serving_signature`` / ``serving_outputs`` (the Fashion-MNIST classifier, QA)
+  of the network ``release_model`` makes (QA: its vocabulary pruned), with
+  ``assets/config.json`` and ``assets/model.json`` (:func:`read_model_assets`
+  rebuilds the network from them), or the app's own ``write_saved_model``;
 * :class:`GenerationExport` + :func:`write_generation_saved_model`: raw input
   in, text out, for every generative app (translation, summarization, code,
   captions, speech). Following the TensorFlow Transformer tutorial's
@@ -50,6 +52,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -57,6 +60,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from apps.config import config_from_dict, config_to_dict
 from pipelines.preprocessing import BLANK_STATUSES, status_of
 from layers.generation import TextGenerator
 from layers.generation_export import flex_ops, tflite_ops
@@ -74,9 +78,13 @@ __all__ = [
     "WEIGHTS_DTYPES",
     "check_export",
     "convert_to_tflite",
+    "MODEL_ASSETS",
     "load_stored_weights",
+    "read_model_assets",
     "weight_mapping",
+    "write_model_assets",
     "write_release_tflite",
+    "write_signatures",
     "custom_ops",
     "export_saved_model",
     "read_settings",
@@ -92,6 +100,7 @@ SETTINGS_FILE = "generation.json"  # beside the SavedModel under assets/: export
 TOKENIZERS_FOLDER = "tokenizers"
 TFLITE_FOLDER = "tflite"
 TFLITE_FILES = {"float": "model_float.tflite", "int8": "model_int8.tflite"}
+MODEL_ASSETS = ("config.json", "model.json")  # under assets/: what a plain release was exported with (write_model_assets)
 # tf_text ops with TFLite kernels (registered by ``SELECT_TFTEXT_OPS``) that were
 # measured to run in the ai_edge_litert interpreter; anything else custom would
 # not. (``TFText>FastSentencepieceDetokenize`` converts but crashes LiteRT, see
@@ -128,6 +137,40 @@ def export_saved_model(app, model, config, directory):
         raise FileExistsError(f"{directory} already exists; choose another --version or remove it")
     if app.write_saved_model(model, config, directory) is not None:
         return directory
+    with tempfile.TemporaryDirectory() as folder:
+        released, released_config = app.release_model(model, config, Path(folder))
+        write_signatures(app, released, released_config, directory)
+        write_model_assets(directory, released, config, folder)
+    return directory
+
+
+def write_model_assets(directory, model, config, files_dir=None):
+    """Make a release describe itself: under ``<directory>/assets/``, the files of ``files_dir`` (the app's, as
+    a pruned vocabulary), ``config.json`` (the config it was exported with) and ``model.json`` (the network's
+    Keras config, what :func:`read_model_assets` rebuilds it from)."""
+    assets = Path(directory) / "assets"
+    assets.mkdir(parents=True, exist_ok=True)
+    for path in sorted(Path(files_dir).iterdir()) if files_dir else ():
+        shutil.copyfile(path, assets / path.name)
+    (assets / MODEL_ASSETS[0]).write_text(json.dumps(config_to_dict(config), indent=1) + "\n", encoding="utf-8")
+    (assets / MODEL_ASSETS[1]).write_text(json.dumps(keras.saving.serialize_keras_object(model)) + "\n", encoding="utf-8")
+
+
+def read_model_assets(saved_model_dir, config_class):
+    """``(config, network, assets folder)`` of a release written by :func:`export_saved_model`; the network is
+    rebuilt from its Keras config (weights not loaded: :func:`load_stored_weights` reads them)."""
+    assets = Path(saved_model_dir) / "assets"
+    missing = [name for name in MODEL_ASSETS if not (assets / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{saved_model_dir} has no assets/{missing[0]}: export it again with this version")
+    config = config_from_dict(config_class, json.loads((assets / MODEL_ASSETS[0]).read_text(encoding="utf-8")))
+    return config, keras.saving.deserialize_keras_object(json.loads((assets / MODEL_ASSETS[1]).read_text())), assets
+
+
+def write_signatures(app, model, config, directory):
+    """The SavedModel of :func:`export_saved_model`: ``serving_default`` and ``app.more_signatures`` of ``model``
+    as it is (no :meth:`~apps.app.App.release_model` step, no assets)."""
+    directory = Path(directory)
     specs = app.serving_signature(config)
     weights_dtype = getattr(config, "export_weights", "float32")
     if weights_dtype not in WEIGHTS_DTYPES:
@@ -562,7 +605,7 @@ def write_release_tflite(app, model, config, saved_model_dir, output_dir, signat
         source = Path(saved_model_dir)
         if stored:
             source = Path(folder) / "float32"
-            export_saved_model(app, load_stored_weights(model, saved_model_dir), config, source)
+            write_signatures(app, load_stored_weights(model, saved_model_dir), config, source)
         for kind, quantize in (("float", False), ("int8", True)):
             paths[kind] = output_dir / TFLITE_FILES[kind]
             paths[kind].write_bytes(convert_to_tflite(source, signature, quantize=quantize))

@@ -102,7 +102,8 @@ def record_release_evaluation(version_dir, evaluation, check):
     Args:
         version_dir: the ``<release>/<version>/`` SavedModel folder that was evaluated.
         evaluation: dict, the evaluation record (metrics of model and baseline, signatures, examples).
-        check: dict, ``split``, ``metrics``, ``sources``, ``references``, ``outputs`` of a fixed test slice.
+        check: dict, ``split``, ``metrics``, the inputs (``sources``, or ``inputs``: ``{serving input: [...]}``),
+            ``references``, ``outputs`` of a fixed test slice.
 
     Returns:
         The two paths written.

@@ -88,6 +88,7 @@ __all__ = [
     "SpeechSource",
     "get_source",
     "resolve_split",
+    "corpus_texts",
     "load_columns",
     "load_examples",
 ]
@@ -513,3 +514,20 @@ def load_columns(app, dataset=None, split="train", limit=None, **kwargs):
     if not columns:
         raise ValueError(f"split {split!r} of {dataset or get_source(app).dataset} is empty (limit={limit})")
     return columns
+
+
+def corpus_texts(fields_by_app, splits=("train", "validation")):
+    """The texts of several apps' offline corpora, those built here: ``fields_by_app`` maps an app to the fields
+    to read (``{"qa": ("question", "context"), "summarization": ("document",)}``). A corpus that is not built
+    is skipped with a printed line (it narrows what the texts cover, nothing else)."""
+    texts = []
+    for app, fields in fields_by_app.items():
+        for split in splits:
+            try:
+                columns = load_columns(app, split=split)
+            except Exception as error:  # noqa: BLE001 - tfds raises several types for a corpus not built
+                print(f"corpus texts: {app} {split} not read ({type(error).__name__})")
+                continue
+            texts.extend(text for field in fields for text in columns[field])
+    return texts
+

@@ -19,8 +19,9 @@ Example::
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,8 +31,8 @@ import tensorflow as tf
 
 from apps import metrics
 from apps.app import App, Datasets
-from apps.config import ConfigError, TrainConfig, config_to_dict, option
-from apps.export import WEIGHTS_DTYPES
+from apps.config import ConfigError, TrainConfig, option
+from apps.export import TFLITE_FILES, TFLITE_FOLDER, WEIGHTS_DTYPES, read_model_assets, write_release_tflite
 from layers.bert import BertBackbone, BertSpanExtractor, load_minilm, minilm_files, select_vocabulary
 from layers.optimizers import WarmupLinearDecay
 from pipelines import qa_windows, tfds_sources
@@ -171,91 +172,56 @@ class QAApp(App):
 
         return answer
 
-    def answer_texts(self, answer, questions, contexts):
-        """The answer strings of ``answer`` (an :meth:`answer_function`) for lists of str."""
-        out = answer(tf.constant(questions), tf.constant(contexts))
-        return [a.decode("utf-8") for a in out["answer"].numpy()]
+    def answer_texts(self, answer):
+        """A batch predictor for :meth:`~apps.app.App.score_batches` from ``answer`` (an :meth:`answer_function`)."""
+        return lambda batch: self.release_predictions(answer(tf.constant(batch["question"]), tf.constant(batch["context"])))
 
-    def _scores(self, answer_batch, config, prefix=""):
-        """SQuAD scores of ``answer_batch`` (lists of questions, contexts -> answers) on the test split."""
+    def test_examples(self, config):
         questions, contexts, answers, _ = self.load_examples(config, "test")
-        size = config.eval_batch_size
-        predicted = [a for i in range(0, len(questions), size) for a in answer_batch(questions[i:i + size], contexts[i:i + size])]
-        return {prefix + k: v for k, v in metrics.squad_scores(predicted, [[a] for a in answers]).items()}, predicted
+        return {"question": questions, "context": contexts}, answers
+
+    def score(self, predictions, references, config):
+        return metrics.squad_scores(predictions, [[a] for a in references])
+
+    def release_predictions(self, outputs):
+        return [a.decode("utf-8") for a in np.asarray(outputs["answer"])]
 
     def comparisons(self, config):
         """In the same run: the ``--init scratch`` model (``scratch_*``, when its checkpoint exists) and the
         overlap baseline (``overlap_*``) on the test split."""
         results = {}
-        scratch = Path(config.scratch_checkpoint)
-        if scratch.is_file():
+        if Path(config.scratch_checkpoint).is_file():
             from apps.trainer import load_checkpoint
 
-            answer = self.answer_function(load_checkpoint(scratch), config)
-            results.update(self._scores(lambda q, c: self.answer_texts(answer, q, c), config, "scratch_")[0])
+            answer = self.answer_function(load_checkpoint(config.scratch_checkpoint), config)
+            results.update(self.score_batches(self.answer_texts(answer), config, "scratch_")[0])
         else:
-            print(f"no scratch model at {scratch}: train one with `tfsuite train qa --init scratch --run-name scratch`")
-        results.update(self._scores(lambda q, c: [overlap_answer(*pair) for pair in zip(q, c)], config, "overlap_")[0])
-        return results
+            print(f"no scratch model at {config.scratch_checkpoint}: train one with "
+                  "`tfsuite train qa --init scratch --run-name scratch`")
+        overlap = lambda batch: [overlap_answer(*pair) for pair in zip(batch["question"], batch["context"])]  # noqa: E731
+        return {**results, **self.score_batches(overlap, config, "overlap_")[0]}
 
     def evaluate(self, model, config):
         """Exact match and F1 of ``model`` on the test split, and :meth:`comparisons`."""
-        answer = self.answer_function(model, config)
-        results = self._scores(lambda q, c: self.answer_texts(answer, q, c), config)[0]
+        results = self.score_batches(self.answer_texts(self.answer_function(model, config)), config)[0]
         return {**results, **(self.comparisons(config) if config.init == "minilm" else {})}
-
-    def evaluate_saved_model(self, version_dir, config, record=False):
-        """Exact match and F1 of the release's ``serving_default`` (what TF Serving answers), and :meth:`comparisons`;
-        ``record`` writes them into the release (MANIFEST ``release_evaluation`` and ``checks/<version>.json``)."""
-        from apps.releases import ReleasedModel, record_release_evaluation, recorded_manifest
-
-        if record:
-            recorded_manifest(version_dir)
-        released = ReleasedModel(version_dir)
-
-        def answer_batch(questions, contexts):
-            out = released({"question": np.array(questions, dtype=object), "context": np.array(contexts, dtype=object)})
-            return [a.decode("utf-8") for a in out["answer"]]
-
-        results, predicted = self._scores(answer_batch, config)
-        results.update(self.comparisons(config))
-        if record:
-            questions, contexts, answers, _ = self.load_examples(config, "test")
-            head = slice(0, 200)
-            check = {"split": "test[:200]", "metrics": metrics.squad_scores(predicted[head], [[a] for a in answers[head]]),
-                     "questions": questions[head], "contexts": contexts[head], "references": answers[head],
-                     "outputs": predicted[head]}
-            evaluation = {"metrics": results, "dataset": config.dataset or "tfsuite_qa", "test_inputs": len(questions)}
-            for path in record_release_evaluation(version_dir, evaluation, check):
-                print(f"recorded {path}", flush=True)
-        return results
 
     supports_tflite = True
 
     def export_tflite(self, saved_model_dir, output_dir):
         """``answer_spans`` as TFLite, float32 weights (the release's, dequantized) and int8 dynamic-range ones."""
-        import dataclasses
-
-        from apps.config import config_from_dict
-        from apps.export import write_release_tflite
-
-        assets = Path(saved_model_dir) / "assets"
-        config = config_from_dict(QAConfig, json.loads((assets / "config.json").read_text()))
-        vocab = assets / "vocab.txt"
-        config = dataclasses.replace(config, vocabulary=str(vocab), export_weights="float32")
-        model = keras.saving.deserialize_keras_object(json.loads((assets / "model.json").read_text()))
+        config, model, assets = read_model_assets(saved_model_dir, QAConfig)
+        config = dataclasses.replace(config, vocabulary=str(assets / "vocab.txt"), export_weights="float32")
         paths = write_release_tflite(self, model, config, saved_model_dir, output_dir, "answer_spans")
-        (Path(output_dir) / "vocab.txt").write_bytes(vocab.read_bytes())
+        shutil.copyfile(assets / "vocab.txt", Path(output_dir) / "vocab.txt")
         return paths
 
     def evaluate_tflite(self, release_dir, kind, config):
-        from apps.export import TFLITE_FILES, TFLITE_FOLDER
-
         path = Path(release_dir) / TFLITE_FOLDER / TFLITE_FILES[kind]
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found; convert the release first: `tfsuite export qa --format tflite`")
         runner = qa_windows.TFLiteReader(path, **self.reader_settings(config))
-        return self._scores(lambda q, c: runner(q, c)["answer"], config)[0]
+        return self.score_batches(lambda batch: runner(batch["question"], batch["context"])["answer"], config)[0]
 
     # --- serving ------------------------------------------------------------------------------
 
@@ -278,51 +244,28 @@ class QAApp(App):
         one = {name: tf.TensorSpec([1], tf.string) for name in ("question", "context")}
         return {"answer_spans": (one, spans)}
 
-    def write_saved_model(self, model, config, directory):
-        """The release: the vocabulary pruned to the corpora's tokens (``--prune-vocabulary``), weights stored as
-        ``--export-weights``; ``assets/`` holds its tokenizer's ``vocab.txt``, the ``config.json`` it was exported with
-        and the network's Keras config ``model.json`` (what :meth:`export_tflite` rebuilds)."""
-        import dataclasses
-        import tempfile
-
-        from apps.export import export_saved_model
-
-        if config.vocabulary:  # the second call, from the export below
-            return None
+    def release_model(self, model, config, folder):
+        """The release's network: the vocabulary pruned to the corpora's tokens (``--prune-vocabulary``), its
+        ``vocab.txt`` in the release's assets; weights stored as ``--export-weights``."""
         vocab = self.tokenizer(config).vocab
         keep = self.kept_token_ids(config) if config.prune_vocabulary else list(range(len(vocab)))
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / "vocab.txt"
-            path.write_text("\n".join(vocab[i] for i in keep) + "\n", encoding="utf-8")
-            pruned = select_vocabulary(model, keep)
-            export_saved_model(self, pruned, dataclasses.replace(config, vocabulary=str(path)), directory)
-            assets = Path(directory) / "assets"
-            assets.mkdir(exist_ok=True)
-            (assets / "vocab.txt").write_bytes(path.read_bytes())
-            (assets / "config.json").write_text(json.dumps(config_to_dict(config), indent=1) + "\n")
-            (assets / "model.json").write_text(json.dumps(keras.saving.serialize_keras_object(pruned)) + "\n")
+        (folder / "vocab.txt").write_text("\n".join(vocab[i] for i in keep) + "\n", encoding="utf-8")
         print(f"vocabulary: {len(keep)} of {len(vocab)} tokens")
-        return directory
+        return select_vocabulary(model, keep), dataclasses.replace(config, vocabulary=str(folder / "vocab.txt"))
 
     def kept_token_ids(self, config):
         """The pruned vocabulary's ids: the tokens of our corpora's training texts (QA, summarization,
         translation's English side; those built here) and every character (``used_token_ids``)."""
-        texts = []
-        for task, fields in (("qa", ("question", "context")), ("summarization", ("document",)), ("translation", ("source",))):
-            for split in ("train", "validation"):
-                try:
-                    columns = tfds_sources.load_columns(task, split=split)
-                except Exception as error:  # noqa: BLE001 - a corpus not built here only narrows the vocabulary
-                    print(f"vocabulary: {task} {split} not read ({type(error).__name__})")
-                    continue
-                texts.extend(text for field in fields for text in columns[field])
-        return used_token_ids(self.tokenizer(config), texts)
+        fields = {"qa": ("question", "context"), "summarization": ("document",), "translation": ("source",)}
+        return used_token_ids(self.tokenizer(config), tfds_sources.corpus_texts(fields))
 
     def serving_example(self, config):
         questions, contexts, _, _ = self.load_examples(config, "test")
         return {"question": np.array(questions[:8], dtype=object), "context": np.array(contexts[:8], dtype=object)}
 
     # --- UI -------------------------------------------------------------------------------------
+
+    echo_inputs = ("context",)  # the tab highlights the answer in it
 
     def ui_inputs(self):
         import gradio as gr
@@ -333,17 +276,6 @@ class QAApp(App):
         import gradio as gr
 
         return [gr.HighlightedText(label="Answer in the context", combine_adjacent=True), gr.Textbox(label="Answer")]
-
-    def load_release(self, models_dir):
-        from apps.releases import ReleasedModel, latest_version_dir
-
-        released = ReleasedModel(latest_version_dir(models_dir, self.name))
-
-        def answer(inputs):  # the context travels to postprocess, which highlights the answer in it
-            return {**released(inputs), "context": inputs["context"]}
-
-        answer.note = released.note
-        return answer
 
     def preprocess(self, question, context):
         question, context = (question or "").strip(), (context or "").strip()

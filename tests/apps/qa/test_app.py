@@ -138,6 +138,31 @@ def test_the_tflite_reader_answers_as_the_release(release, tmp_path):
     assert paths["int8"].stat().st_size < paths["float"].stat().st_size  # here mostly the tokenizer's tables
 
 
+def test_the_release_is_scored_and_recorded_by_the_shared_evaluation(release, tmp_path, corpus):
+    import json
+    import shutil
+
+    from apps import releases
+
+    app, model, folder, _, _ = release
+    shutil.copytree(folder / "int8", tmp_path / "qa" / "1")
+    config = QAConfig(limit=20, eval_batch_size=8, scratch_checkpoint=str(tmp_path / "none.keras"))
+    with pytest.raises(FileNotFoundError, match="no entry for version 1"):  # nothing evaluated, nothing written
+        app.evaluate_saved_model(tmp_path / "qa" / "1", config, record=True)
+    assert not (tmp_path / "qa" / "checks").exists()
+    releases.write_manifest(tmp_path / "qa", 1, {"config": {}})
+    results = app.evaluate_saved_model(tmp_path / "qa" / "1", config, record=True)
+    assert set(results) == {"exact_match", "f1", "overlap_exact_match", "overlap_f1"}
+    keras_scores = app.evaluate(model, config)  # the Keras model through the same scoring, same split
+    assert abs(keras_scores["f1"] - results["f1"]) <= 0.1 and keras_scores["overlap_f1"] == results["overlap_f1"]
+    check = json.loads((tmp_path / "qa" / "checks" / "1.json").read_text(encoding="utf-8"))
+    questions, contexts, answers, _ = app.load_examples(config, "test")
+    assert check["inputs"] == {"question": questions, "context": contexts} and check["references"] == answers
+    assert check["metrics"] == app.score(check["outputs"], answers, config)
+    entry = json.loads((tmp_path / "qa" / "MANIFEST.json").read_text())["versions"]["1"]["release_evaluation"]
+    assert entry["metrics"] == results and entry["dataset"] == "tfsuite_qa" and entry["test_inputs"] == len(answers)
+
+
 def test_squad_by_name_feeds_the_same_pipeline():
     app, config = QAApp(), QAConfig(dataset="squad", batch_size=2)
     with tfds.testing.mock_data(num_examples=6):

@@ -62,12 +62,11 @@ def test_release_rescores_its_recorded_200_question_slice(latest):
     version_dir, entry = latest
     record = entry["release_evaluation"]["check_slice"]
     check = json.loads((RELEASE / record["file"]).read_text(encoding="utf-8"))
-    assert check["metrics"] == record["metrics"] and len(check["questions"]) == len(check["outputs"]) == 200
+    assert check["metrics"] == record["metrics"] and len(check["inputs"]["question"]) == len(check["outputs"]) == 200
     serving = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
     answers = []
     for begin in range(0, 200, 50):
-        out = serving(question=tf.constant(check["questions"][begin:begin + 50]),
-                      context=tf.constant(check["contexts"][begin:begin + 50]))
+        out = serving(**{name: tf.constant(column[begin:begin + 50]) for name, column in check["inputs"].items()})
         answers += [a.decode("utf-8") for a in out["answer"].numpy()]
         assert set(out["status"].numpy().tolist()) <= {b"ok", b"truncated", b"other_script"}
     assert sum(a == b for a, b in zip(answers, check["outputs"])) >= 196
