@@ -290,9 +290,11 @@ class BertPretrainer(keras.Model):
         backbone: :class:`BertBackbone`.
         next_sentence: bool, add the NSP head (BERT). False: MLM only (RoBERTa). Default True.
 
-    Call arguments: ``inputs`` as :class:`BertBackbone`.
+    Call arguments: ``inputs`` as :class:`BertBackbone`, and optionally ``"mask_positions"`` int
+    ``(batch, P)``: the MLM head then scores only those positions (BERT's ``max_predictions_per_seq``;
+    ``make_pretraining_dataset(..., max_predictions=P)`` gives them), ``P/T`` of the head's cost.
 
-    Returns: dict of logits ``{"mlm": (batch, T, V)}`` and, with NSP, ``"nsp": (batch, 2)``.
+    Returns: dict of logits ``{"mlm": (batch, T, V)}`` (or ``(batch, P, V)``) and, with NSP, ``"nsp": (batch, 2)``.
 
     Example::
 
@@ -323,8 +325,12 @@ class BertPretrainer(keras.Model):
         self.built = True
 
     def call(self, inputs, training=None):
+        positions = None
+        if isinstance(inputs, dict) and "mask_positions" in inputs:
+            inputs = dict(inputs)
+            positions = inputs.pop("mask_positions")
         out = self.backbone(inputs, training=training)
-        logits = {"mlm": self.masked_lm_head(out["sequence_output"], self.backbone.token_embeddings)}
+        logits = {"mlm": self.masked_lm_head(out["sequence_output"], self.backbone.token_embeddings, positions)}
         if self.next_sentence_head is not None:
             logits["nsp"] = self.next_sentence_head(out["pooled_output"])
         return logits

@@ -86,7 +86,7 @@ def next_sentence_pairs(documents, seed=0, random_share=0.5):
 
 def make_pretraining_dataset(
     pairs, tokenizer, sequence_length=128, batch_size=32, *, masking="static", nsp=True, seed=0, shuffle=True,
-    deterministic=False,
+    deterministic=False, max_predictions=None,
 ):
     """Masked, packed pre-training batches from :func:`next_sentence_pairs` output (see the module doc).
 
@@ -102,7 +102,13 @@ def make_pretraining_dataset(
         seed: int, default 0: shuffle and masks.
         shuffle: bool, default True.
         deterministic: bool, default False: keep the batch order in the parallel masking map.
+        max_predictions: int or None (default): predict at most this many selected positions per example
+            (BERT's ``max_predictions_per_seq``): ``features["mask_positions"]`` ``(batch, P)`` are those
+            positions (the first selected ones, then padding with weight 0) and the ``"mlm"`` labels and
+            weights are ``(batch, P)``; a selected position past ``P`` stays masked in the input but is not scored.
     """
+    if max_predictions is not None and (not isinstance(max_predictions, int) or max_predictions < 1):
+        raise ValueError(f"max_predictions must be a positive int or None, got {max_predictions!r}")
     if masking not in MASKINGS:
         raise ValueError(f"masking must be one of {sorted(MASKINGS)}, got {masking!r}")
     firsts, seconds, labels = pairs
@@ -129,6 +135,14 @@ def make_pretraining_dataset(
     def arrange(features, ids, weights):
         label = features.pop("nsp")
         features["padding_mask"] = tf.cast(features["padding_mask"], tf.int32)
+        if max_predictions is not None:  # the first P selected positions, in order (selected ones sort first)
+            length = tf.shape(weights)[1]
+            order = tf.cast(weights <= 0, tf.int32) * length + tf.range(length)[tf.newaxis]
+            positions = tf.math.top_k(-order, k=tf.minimum(max_predictions, length)).indices
+            positions = tf.pad(positions, [[0, 0], [0, tf.maximum(max_predictions - length, 0)]])
+            weights = tf.gather(weights, positions, batch_dims=1) * tf.cast(
+                tf.range(max_predictions)[tf.newaxis] < length, tf.float32)
+            ids, features["mask_positions"] = tf.gather(ids, positions, batch_dims=1), positions
         if not nsp:
             return features, {"mlm": ids}, {"mlm": weights}
         return features, {"mlm": ids, "nsp": label}, {"mlm": weights, "nsp": tf.ones_like(label, tf.float32)}

@@ -139,6 +139,10 @@ def test_pretrainer_outputs_both_heads_round_trips_and_roberta_has_no_nsp_head(t
     assert out["mlm"].shape == (B, T, VOCAB) and out["nsp"].shape == (B, 2)
     # The MLM projection is the backbone's token embedding: no second (V, d) table.
     assert sum(int(np.prod(w.shape)) == VOCAB * HIDDEN for w in bert.weights) == 1
+    positions = np.array([[2, 0, 5], [1, 1, 4]], "int32")  # BERT's max_predictions: score only these positions
+    at = bert({"token_ids": TOKENS, "segment_ids": SEGMENTS, "padding_mask": MASK, "mask_positions": positions})
+    np.testing.assert_allclose(to_np(at["mlm"]), np.take_along_axis(to_np(out["mlm"]), positions[..., None], 1), atol=1e-5)
+    np.testing.assert_allclose(to_np(at["nsp"]), to_np(out["nsp"]), atol=1e-6)
     path = tmp_path / "bert.keras"
     bert.save(path)
     again = keras.saving.load_model(path)

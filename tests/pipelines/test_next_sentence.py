@@ -76,6 +76,25 @@ def test_static_masks_repeat_across_epochs_dynamic_masks_do_not(tokenizer):
     assert set(labels) == {"mlm"} and features["segment_ids"].numpy().max() == 0  # one segment, no NSP
 
 
+def test_max_predictions_gathers_the_selected_positions_in_order(tokenizer):
+    pairs = next_sentence_pairs(DOCUMENTS, seed=0)
+    kwargs = dict(sequence_length=24, batch_size=8, shuffle=False, deterministic=True)
+    (full, labels, weights), = make_pretraining_dataset(pairs, tokenizer, **kwargs).take(1)
+    for cap in (2, 5, 40):  # fewer, about as many and more slots than selected positions
+        (features, got, got_weights), = make_pretraining_dataset(pairs, tokenizer, max_predictions=cap, **kwargs).take(1)
+        np.testing.assert_array_equal(features["token_ids"], full["token_ids"])  # the same masked input
+        positions = features["mask_positions"].numpy()
+        assert positions.shape == (8, cap) and got["mlm"].shape == (8, cap) and got_weights["mlm"].shape == (8, cap)
+        for row in range(8):
+            selected = np.flatnonzero(weights["mlm"].numpy()[row] > 0)
+            kept = min(len(selected), cap)
+            np.testing.assert_array_equal(positions[row, :kept], selected[:kept])
+            np.testing.assert_array_equal(got["mlm"].numpy()[row, :kept], labels["mlm"].numpy()[row, selected[:kept]])
+            assert (got_weights["mlm"].numpy()[row] > 0).sum() == kept
+    with pytest.raises(ValueError, match="max_predictions"):
+        make_pretraining_dataset(pairs, tokenizer, max_predictions=0)
+
+
 def test_bad_arguments(tokenizer):
     pairs = next_sentence_pairs(DOCUMENTS, seed=0)
     with pytest.raises(ValueError, match="masking must be one of"):
