@@ -142,6 +142,19 @@ def serving_commands(app_name, app_dir, port=8501):
     }
 
 
+def recorded_figures(release, prefix="", models_dir=None):
+    """One line of the figures starting with ``prefix`` that the latest version of ``release`` recorded
+    (``tfsuite evaluate --record``), with when; or ``"nothing"``."""
+    path = Path(models_dir or DEFAULT_MODELS_DIR) / release / "MANIFEST.json"
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        evaluation = manifest["versions"][str(manifest["latest"])]["release_evaluation"]
+    except (OSError, ValueError, KeyError):
+        return "nothing"
+    figures = "  ".join(f"{k} {v:.4f}" for k, v in evaluation["metrics"].items() if k.startswith(prefix))
+    return f"{figures or 'nothing'} (version {manifest['latest']}, {evaluation.get('finished', 'undated')})"
+
+
 def release_entry(app, config, checkpoint, directory, max_abs_diff, command=None):
     """The MANIFEST.json entry of one exported version."""
     run_record_path = Path(checkpoint).parent / "metrics.json"
