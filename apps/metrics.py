@@ -25,7 +25,11 @@ Metrics are maintained libraries' implementations, never our own:
   words not in the text);
 * :func:`repetition_rate`: the share of outputs caught in a loop (an n-gram of
   3 or more tokens repeated 3 or more times), the symptom of an under-trained
-  decoder.
+  decoder;
+* code: :func:`syntax_valid_rate` (share that :func:`ast.parse` accepts),
+  :func:`pass_at_k` / :func:`corpus_pass_at_k` (the unbiased pass@k estimator
+  of Chen et al. 2021, from execution results of ``apps.code_execution``) and
+  :func:`code_bleu` (sacrebleu BLEU over :mod:`tokenize` tokens).
 
 Example::
 
@@ -37,31 +41,41 @@ Example::
 
 from __future__ import annotations
 
+import ast
 import collections
 import datetime
 import functools
+import io
 import json
 import re
 import string
 import time
+import tokenize
+import warnings
 from pathlib import Path
 
+import numpy as np
 import sacrebleu
 
 _SQUAD_PUNCTUATION = set(string.punctuation)
 
 __all__ = [
     "bleu_tokenizer",
+    "code_bleu",
+    "code_tokens",
     "corpus_bleu",
+    "corpus_pass_at_k",
     "corpus_chrf",
     "corpus_scores",
     "novel_word_share",
+    "pass_at_k",
     "squad_scores",
     "repetition_rate",
     "rouge_signature",
     "rouge_scores",
     "score_generations",
     "signatures",
+    "syntax_valid_rate",
     "write_evaluation",
 ]
 
@@ -262,3 +276,111 @@ def write_evaluation(directory, record):
     record = {**record, "finished": datetime.datetime.now().isoformat(timespec="seconds")}
     path.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return path
+
+
+def syntax_valid_rate(codes):
+    """Share of ``codes`` (list of str) that :func:`ast.parse` accepts.
+
+    The grammar only: a bare body with a ``return`` parses (that error comes
+    from the compiler, not the parser), so the score works for whole
+    functions and for bodies alike.
+    """
+    codes = list(codes)
+    if not codes:
+        raise ValueError("no code to check: pass at least one string")
+    valid = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SyntaxWarning)  # invalid escapes and the like still parse
+        for code in codes:
+            try:
+                ast.parse(code)
+            except (SyntaxError, ValueError, RecursionError, MemoryError):  # ValueError: null bytes
+                continue
+            valid += 1
+    return valid / len(codes)
+
+
+def pass_at_k(n, c, k):
+    """The unbiased estimate of pass@k from ``n`` samples of which ``c`` are correct (Chen et al. 2021, eq. 1).
+
+    ``pass@k = 1 - C(n - c, k) / C(n, k)``: the chance that ``k`` samples
+    drawn without replacement from the ``n`` include a correct one. Computed
+    as ``1 - prod_{i = n - c + 1}^{n} (1 - k / i)`` (the paper's numerically
+    stable form; the binomials overflow for n in the hundreds).
+
+    Args:
+        n: int >= 1, samples generated for the problem.
+        c: int in [0, n], samples that passed.
+        k: int in [1, n].
+    """
+    for name, value in (("n", n), ("c", c), ("k", k)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+            raise ValueError(f"{name} must be an int, got {value!r}")
+    if n < 1 or not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"need n >= 1, 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+    if n - c < k:
+        return 1.0
+    return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
+
+
+def corpus_pass_at_k(outcomes, ks=(1,)):
+    """``{"pass@k": ...}``: :func:`pass_at_k` averaged over problems, fractions in [0, 1].
+
+    Args:
+        outcomes: list with one entry per problem, the list of its samples'
+            results as bools (``[r.passed for r in results]``). Problems may have
+            different sample counts.
+        ks: ints, the k to report. Every problem needs at least ``k`` samples
+            (an estimate from fewer would be biased).
+    """
+    counts = [(len(samples), int(sum(bool(s) for s in samples))) for samples in outcomes]
+    if not counts:
+        raise ValueError("no problems to score: pass one list of sample results per problem")
+    scores = {}
+    for k in ks:
+        short = next((i for i, (n, _) in enumerate(counts) if n < k), None)
+        if short is not None:
+            raise ValueError(f"pass@{k} needs at least {k} samples per problem; problem {short} has {counts[short][0]}")
+        scores[f"pass@{k}"] = float(np.mean([pass_at_k(n, c, k) for n, c in counts]))
+    return scores
+
+
+_LAYOUT_TOKENS = {tokenize.NEWLINE, tokenize.NL, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER, tokenize.ENCODING}
+
+
+def code_tokens(code):
+    """Python tokens of ``code`` as strings (``"return x+1"`` -> ``["return", "x", "+", "1"]``), layout left out.
+
+    Newlines and indentation are not tokens here. Where :mod:`tokenize`
+    gives up (an unclosed bracket or string, a bad dedent: common in
+    truncated generations) the tokens read so far are kept and the rest is
+    split on whitespace.
+    """
+    tokens, end = [], (1, 0)
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(code).readline):
+            if token.type not in _LAYOUT_TOKENS and token.string.strip():
+                tokens.append(token.string)
+            end = token.end
+    except (tokenize.TokenError, SyntaxError):  # IndentationError is a SyntaxError
+        lines = code.splitlines(keepends=True)
+        row, col = end
+        offset = sum(len(line) for line in lines[: row - 1]) + col
+        tokens.extend(code[offset:].split())
+    return tokens
+
+
+def code_bleu(hypotheses, references):
+    """Corpus BLEU (0-100) over Python tokens (:func:`code_tokens`), one reference each.
+
+    sacrebleu's BLEU with its own tokenizer off (``tokenize="none"``): the
+    code is tokenized by Python's :mod:`tokenize` and the tokens joined by
+    spaces, so ``x+1`` and ``x + 1`` score the same and ``foo(x)`` is four
+    tokens, not one word. Spaces inside string literals and comments still
+    split them into words. This is plain BLEU on code tokens, not CodeBLEU
+    (Ren et al. 2020, which adds syntax and data-flow matches).
+    """
+    hypotheses, references = _check(hypotheses, references)
+    hypotheses = [" ".join(code_tokens(code)) for code in hypotheses]
+    references = [" ".join(code_tokens(code)) for code in references]
+    return float(sacrebleu.BLEU(tokenize="none").corpus_score(hypotheses, [references]).score)

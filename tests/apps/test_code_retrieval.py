@@ -1,0 +1,109 @@
+"""apps/code_retrieval.py: BM25 over training docstrings returns the nearest one's code."""
+
+import numpy as np
+import pytest
+from rank_bm25 import BM25Okapi
+
+from apps.code_retrieval import CodeRetriever, docstring_tokens
+from pipelines.corpora.code import collect_functions
+
+SOURCES = {
+    "text.py": '''
+def dedent(text):
+    """Remove any common leading whitespace from every line in text."""
+    lines = text.splitlines()
+    return "\\n".join(line.strip() for line in lines)
+
+
+def shorten(text, width):
+    """Collapse and truncate the given text to fit in the given width."""
+    text = " ".join(text.split())
+    return text[:width]
+''',
+    "numbers.py": '''
+def mean(data):
+    """Return the sample arithmetic mean of data, a sequence of numbers."""
+    data = list(data)
+    return sum(data) / len(data)
+
+
+def clamp(value, low, high):
+    """Clamp a number between a low and a high bound."""
+    value = max(low, value)
+    return min(high, value)
+
+
+class Stack:
+    def push(self, item):
+        """Push an item on top of the stack of items."""
+        self.items.append(item)
+        return item
+''',
+}
+
+
+@pytest.fixture(scope="module")
+def examples(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sources")
+    for name, source in SOURCES.items():
+        (root / name).write_text(source)
+    return collect_functions(root)
+
+
+def test_the_exact_docstring_retrieves_its_own_function_first(examples):
+    retriever = CodeRetriever.from_examples(examples)
+    docstrings = [e["docstring"] for e in examples]
+    assert retriever.retrieve(docstrings) == [e["code"] for e in examples]
+    assert (retriever.nearest(docstrings)[:, 0] == np.arange(len(examples))).all()
+    by_name = {e["qualified_name"]: e for e in examples}
+    # A paraphrase finds the right one by its content words.
+    assert retriever.retrieve(["the arithmetic mean of some numbers"]) == [by_name["numbers.mean"]["code"]]
+    assert retriever.retrieve(["push onto the stack"]) == [by_name["numbers.Stack.push"]["code"]]
+
+
+def test_target_picks_code_or_body(examples):
+    bodies = CodeRetriever.from_examples(examples, target="body").retrieve(["Clamp a number between bounds"])
+    clamp = next(e for e in examples if e["qualified_name"] == "numbers.clamp")
+    assert bodies == [clamp["body"]] and not bodies[0].startswith("def")
+    with pytest.raises(ValueError, match="target must be one of"):
+        CodeRetriever.from_examples(examples, target="docstring")
+
+
+def test_scores_are_rank_bm25s_computed_at_once():
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(40)]
+    docstrings = [" ".join(rng.choice(words, size=rng.integers(1, 15))) for _ in range(60)]
+    queries = [" ".join(rng.choice(words + ["unseen"], size=rng.integers(1, 8))) for _ in range(25)]
+    queries.append("w1 w1 w1 w2")  # a repeated query term counts each time, as in get_scores
+    retriever = CodeRetriever(docstrings, [f"code {i}" for i in range(60)])
+    reference = BM25Okapi([docstring_tokens(d) for d in docstrings])
+    expected = np.stack([reference.get_scores(docstring_tokens(q)) for q in queries])
+    np.testing.assert_allclose(retriever.scores(queries), expected, rtol=1e-12, atol=1e-12)
+    top = retriever.nearest(queries, k=3, batch_size=7)  # several batches
+    assert top.shape == (len(queries), 3)
+    np.testing.assert_allclose(np.take_along_axis(expected, top, 1), -np.sort(-expected, axis=1)[:, :3])
+    assert (retriever.nearest(queries, batch_size=7)[:, 0] == top[:, 0]).all()
+
+
+def test_ties_and_unknown_words_go_to_the_earliest_example():
+    # Enough other documents that "read" and "file" are rare (with most documents sharing a word,
+    # rank_bm25's idf floor goes negative and such tiny corpora rank oddly).
+    others = [f"other topic {i}" for i in range(8)]
+    retriever = CodeRetriever(others[:4] + ["read a file", "read a file"] + others[4:],
+                              ["x"] * 4 + ["first", "second"] + ["y"] * 4)
+    assert retriever.retrieve(["read file"]) == ["first"]
+    assert retriever.nearest(["nothing known here"])[0, 0] == 0
+
+
+def test_bad_inputs_say_what_to_pass():
+    with pytest.raises(ValueError, match="must pair up"):
+        CodeRetriever(["a b"], [])
+    with pytest.raises(ValueError, match="no training docstrings"):
+        CodeRetriever([], [])
+    with pytest.raises(ValueError, match="no words"):
+        CodeRetriever(["...", "!"], ["x", "y"])
+    retriever = CodeRetriever(["read a file"], ["x"])
+    with pytest.raises(TypeError, match="wrap it in a list"):
+        retriever.retrieve("read a file")
+    with pytest.raises(ValueError, match="k must be in"):
+        retriever.nearest(["read"], k=2)
