@@ -14,7 +14,7 @@ from keras import ops
 
 from layers.validation import check_choice
 
-__all__ = ["SGD", "Adam", "ADAM_VARIANTS", "WarmupLinearDecay"]
+__all__ = ["SGD", "Adam", "ADAM_VARIANTS", "WarmupLinearDecay", "bert_adamw"]
 
 ADAM_VARIANTS = ("textbook", "kingma2015")
 
@@ -243,3 +243,18 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
 
     def get_config(self):
         return {"peak": self.peak, "warmup": self.warmup, "total": self.total}
+
+
+def bert_adamw(peak, warmup, total, weight_decay=0.01, clipnorm=1.0):
+    """BERT's fine-tuning optimizer (Devlin et al. 2019): AdamW on :class:`WarmupLinearDecay`, no weight decay
+    on biases and LayerNorm scales/offsets, gradients clipped to ``clipnorm``.
+
+    Example:
+    >>> optimizer = bert_adamw(1e-4, warmup=10, total=100)
+    >>> round(float(optimizer.learning_rate), 6)  # step 0 of the warmup
+    0.0
+    """
+    optimizer = keras.optimizers.AdamW(
+        WarmupLinearDecay(peak, warmup, max(int(total), int(warmup) + 1)), weight_decay=weight_decay, clipnorm=clipnorm)
+    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    return optimizer

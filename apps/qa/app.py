@@ -34,7 +34,7 @@ from apps.app import App, Datasets
 from apps.config import ConfigError, TrainConfig, option
 from apps.export import TFLITE_FILES, TFLITE_FOLDER, WEIGHTS_DTYPES, read_model_assets, write_release_tflite
 from layers.bert import BertBackbone, BertSpanExtractor, load_minilm, minilm_files, select_vocabulary
-from layers.optimizers import WarmupLinearDecay
+from layers.optimizers import bert_adamw
 from pipelines import qa_windows, tfds_sources
 from pipelines.bert_tokenizer import BertTokenizer, used_token_ids
 from pipelines.next_sentence import split_sentences
@@ -147,17 +147,11 @@ class QAApp(App):
         return model
 
     def compile_kwargs(self, config):
-        total = config.epochs * config.steps_per_epoch
-        optimizer = keras.optimizers.AdamW(
-            WarmupLinearDecay(config.learning_rate, config.warmup_steps, max(total, config.warmup_steps + 1)),
-            weight_decay=config.weight_decay,
-            clipnorm=1.0,
-        )
-        optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        return {"optimizer": optimizer, "loss": {"start": loss, "end": loss},
-                "metrics": {"start": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-                            "end": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]}}
+        accuracy = lambda: [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]  # noqa: E731
+        return {"optimizer": bert_adamw(config.learning_rate, config.warmup_steps, config.epochs * config.steps_per_epoch,
+                                        config.weight_decay),
+                "loss": {"start": loss, "end": loss}, "metrics": {"start": accuracy(), "end": accuracy()}}
 
     # --- evaluation -------------------------------------------------------------------------
 
@@ -247,19 +241,16 @@ class QAApp(App):
         return {"answer_spans": (one, spans)}
 
     def release_model(self, model, config, folder):
-        """The release's network: the vocabulary pruned to the corpora's tokens (``--prune-vocabulary``), its
-        ``vocab.txt`` in the release's assets; weights stored as ``--export-weights``."""
-        vocab = self.tokenizer(config).vocab
-        keep = self.kept_token_ids(config) if config.prune_vocabulary else list(range(len(vocab)))
-        (folder / "vocab.txt").write_text("\n".join(vocab[i] for i in keep) + "\n", encoding="utf-8")
-        print(f"vocabulary: {len(keep)} of {len(vocab)} tokens")
+        """The release's network: the vocabulary pruned (``--prune-vocabulary``) to the tokens of our corpora's
+        training texts (QA, summarization, translation's English side; those built here) and every character
+        (``used_token_ids``), its ``vocab.txt`` in the release's assets; weights stored as ``--export-weights``."""
+        tokenizer, fields = self.tokenizer(config), {"qa": ("question", "context"), "summarization": ("document",),
+                                                     "translation": ("source",)}
+        keep = (used_token_ids(tokenizer, tfds_sources.corpus_texts(fields)) if config.prune_vocabulary
+                else list(range(tokenizer.vocab_size)))
+        (folder / "vocab.txt").write_text("\n".join(tokenizer.vocab[i] for i in keep) + "\n", encoding="utf-8")
+        print(f"vocabulary: {len(keep)} of {tokenizer.vocab_size} tokens")
         return select_vocabulary(model, keep), dataclasses.replace(config, vocabulary=str(folder / "vocab.txt"))
-
-    def kept_token_ids(self, config):
-        """The pruned vocabulary's ids: the tokens of our corpora's training texts (QA, summarization,
-        translation's English side; those built here) and every character (``used_token_ids``)."""
-        fields = {"qa": ("question", "context"), "summarization": ("document",), "translation": ("source",)}
-        return used_token_ids(self.tokenizer(config), tfds_sources.corpus_texts(fields))
 
     def serving_example(self, config):
         questions, contexts, _, _ = self.load_examples(config, "test")
