@@ -178,6 +178,16 @@ def _unpack(layer_name, inputs, allow_key=True):
     return inputs, inputs, inputs
 
 
+def _fresh(initializer):
+    """A new instance of ``initializer`` for each weight.
+
+    An unseeded Keras initializer fixes its seed when it is made, so one
+    instance called for several same-shaped kernels gives them equal values
+    (query, key and value would start identical).
+    """
+    return keras.initializers.get(keras.initializers.serialize(initializer))
+
+
 def _shapes(input_shape):
     """Split a build shape into a list of shapes (one per input)."""
     if isinstance(input_shape, (list, tuple)) and input_shape and isinstance(
@@ -425,8 +435,12 @@ class MultiHeadAttention(keras.layers.Layer):
         use_bias: bool, add biases to the four projections. Default True.
         dropout: float in [0, 1), dropout on the attention weights. Default 0.
         kernel_initializer: initializer for the kernels. Default
-            ``"glorot_uniform"``.
+            ``"glorot_uniform"``. Each kernel draws from its own copy, so the
+            query, key and value kernels differ even when unseeded.
         bias_initializer: initializer for the biases. Default ``"zeros"``.
+        output_kernel_initializer: initializer for ``W_O`` alone, or None for
+            ``kernel_initializer``. GPT-2 scales it down (``layers/gpt.py``).
+            Default None.
 
     Call arguments:
         inputs: ``x`` (self-attention), ``[query, value]`` or ``[query, value,
@@ -462,6 +476,7 @@ class MultiHeadAttention(keras.layers.Layer):
         dropout=0.0,
         kernel_initializer="glorot_uniform",
         bias_initializer="zeros",
+        output_kernel_initializer=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -475,12 +490,15 @@ class MultiHeadAttention(keras.layers.Layer):
         self.dropout = check_positive_float("MultiHeadAttention dropout", dropout, allow_zero=True)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.output_kernel_initializer = (
+            None if output_kernel_initializer is None else keras.initializers.get(output_kernel_initializer)
+        )
         self.dropout_layer = Dropout(self.dropout) if self.dropout else None
 
     def _projection(self, name, in_dim, heads_dim):
         kernel = self.add_weight(
             name=f"{name}_kernel", shape=(in_dim, self.num_heads, heads_dim),
-            initializer=self.kernel_initializer,
+            initializer=_fresh(self.kernel_initializer),
         )
         bias = None
         if self.use_bias:
@@ -505,7 +523,9 @@ class MultiHeadAttention(keras.layers.Layer):
         out_dim = self.output_dim or query_shape[-1]
         self.output_kernel = self.add_weight(
             name="output_kernel", shape=(self.num_heads, self.value_dim, out_dim),
-            initializer=self.kernel_initializer,
+            initializer=_fresh(
+                self.kernel_initializer if self.output_kernel_initializer is None else self.output_kernel_initializer
+            ),
         )
         self.output_bias = None
         if self.use_bias:
@@ -616,4 +636,8 @@ class MultiHeadAttention(keras.layers.Layer):
             "dropout": self.dropout,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
             "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+            "output_kernel_initializer": (
+                None if self.output_kernel_initializer is None
+                else keras.initializers.serialize(self.output_kernel_initializer)
+            ),
         }

@@ -19,7 +19,7 @@ import keras
 from keras import ops
 
 from layers.activations import get_activation
-from layers.attention import MultiHeadAttention, _shapes
+from layers.attention import MultiHeadAttention, _fresh, _shapes
 from layers.dropout import Dropout
 from layers.normalization import LayerNormalization
 from layers.perceptron import Dense
@@ -29,6 +29,14 @@ __all__ = ["PositionwiseFeedForward", "TransformerEncoderLayer", "TransformerDec
 
 _ACTIVATIONS = ("relu", "gelu", "gelu_exact", "sigmoid", "tanh", "leaky_relu", "swish")
 _GELUS = {"gelu": True, "gelu_exact": False}  # name -> approximate (tanh) or erf
+
+
+def _optional_initializer(initializer):
+    return None if initializer is None else keras.initializers.get(initializer)
+
+
+def _serialize_optional(initializer):
+    return None if initializer is None else keras.initializers.serialize(initializer)
 
 
 def head_size(layer_name, hidden_dim, num_heads):
@@ -59,6 +67,9 @@ class PositionwiseFeedForward(keras.layers.Layer):
         dropout: float in [0, 1), dropout after the activation. Default 0.
         kernel_initializer: initializer for ``W_1, W_2``. Default ``"glorot_uniform"``.
         bias_initializer: initializer for ``b_1, b_2``. Default ``"zeros"``.
+        output_kernel_initializer: initializer for ``W_2`` alone (the
+            projection back onto the residual stream), or None for
+            ``kernel_initializer``. Default None.
 
     Input shape: ``(batch, T, d_model)``. Output shape: same.
 
@@ -74,6 +85,7 @@ class PositionwiseFeedForward(keras.layers.Layer):
         dropout=0.0,
         kernel_initializer="glorot_uniform",
         bias_initializer="zeros",
+        output_kernel_initializer=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -86,18 +98,21 @@ class PositionwiseFeedForward(keras.layers.Layer):
         self.dropout = check_positive_float("PositionwiseFeedForward dropout", dropout, allow_zero=True)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.output_kernel_initializer = _optional_initializer(output_kernel_initializer)
         self._activation_layer = None if activation in _GELUS else get_activation(activation)
         self.dropout_layer = Dropout(self.dropout) if self.dropout else None
 
     def build(self, input_shape):
         check_rank("PositionwiseFeedForward", input_shape, 3, "(batch, time, d_model)")
         init = dict(
-            kernel_initializer=keras.initializers.get(keras.initializers.serialize(self.kernel_initializer)),
-            bias_initializer=keras.initializers.get(keras.initializers.serialize(self.bias_initializer)),
+            kernel_initializer=_fresh(self.kernel_initializer),
+            bias_initializer=_fresh(self.bias_initializer),
             dtype=self.dtype_policy,
         )
         self.intermediate_dense = Dense(self.intermediate_dim, name="intermediate_dense", **init)
         self.intermediate_dense.build(input_shape)
+        output = self.kernel_initializer if self.output_kernel_initializer is None else self.output_kernel_initializer
+        init.update(kernel_initializer=_fresh(output), bias_initializer=_fresh(self.bias_initializer))
         self.output_dense = Dense(input_shape[-1], name="output_dense", **init)
         self.output_dense.build((*input_shape[:-1], self.intermediate_dim))
 
@@ -122,6 +137,7 @@ class PositionwiseFeedForward(keras.layers.Layer):
             "dropout": self.dropout,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
             "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+            "output_kernel_initializer": _serialize_optional(self.output_kernel_initializer),
         }
 
 
@@ -139,6 +155,7 @@ class _TransformerBlock(keras.layers.Layer):
         kernel_initializer="glorot_uniform",
         bias_initializer="zeros",
         activation_dropout=None,
+        output_kernel_initializer=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -154,14 +171,18 @@ class _TransformerBlock(keras.layers.Layer):
         self.normalize_first = bool(normalize_first)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.output_kernel_initializer = _optional_initializer(output_kernel_initializer)
         if activation not in _ACTIVATIONS:
             raise ValueError(f"{name} activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
 
     def _initializers(self):
         # A fresh initializer per sub-layer, so two kernels never share a seed.
         return dict(
-            kernel_initializer=keras.initializers.get(keras.initializers.serialize(self.kernel_initializer)),
-            bias_initializer=keras.initializers.get(keras.initializers.serialize(self.bias_initializer)),
+            kernel_initializer=_fresh(self.kernel_initializer),
+            bias_initializer=_fresh(self.bias_initializer),
+            output_kernel_initializer=(
+                None if self.output_kernel_initializer is None else _fresh(self.output_kernel_initializer)
+            ),
         )
 
     def _attention(self, name, query_shape, value_shape):
@@ -214,6 +235,7 @@ class _TransformerBlock(keras.layers.Layer):
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
             "bias_initializer": keras.initializers.serialize(self.bias_initializer),
             "activation_dropout": self.activation_dropout,
+            "output_kernel_initializer": _serialize_optional(self.output_kernel_initializer),
         }
 
 
@@ -238,6 +260,10 @@ class TransformerEncoderLayer(_TransformerBlock):
         activation_dropout: float or None, dropout on the FFN hidden
             activations (tensor2tensor's "relu dropout"); None uses
             ``dropout``. keras-hub's layers and GPT-2 have none (0.0). Default None.
+        output_kernel_initializer: initializer for the kernels that write
+            back onto the residual stream (attention ``W_O`` and the FFN's
+            ``W_2``), or None for ``kernel_initializer``. GPT-2 scales them by
+            ``1/sqrt(2 * num_layers)`` (``layers/gpt.py``). Default None.
 
     Call arguments:
         inputs: ``(batch, T, d_model)``.

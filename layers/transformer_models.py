@@ -25,6 +25,7 @@ whole decode loop fits in one ``tf.while_loop`` and exports to TFLite.
 import keras
 from keras import ops
 
+from layers.attention import _fresh
 from layers.dropout import Dropout
 from layers.normalization import LayerNormalization
 from layers.perceptron import Dense
@@ -72,6 +73,7 @@ class _TokenModel(keras.Model):
     def _init_common(
         self, max_length, hidden_dim, num_heads, intermediate_dim, dropout, activation, normalize_first,
         position_encoding, tie_embeddings, layer_norm_epsilon, activation_dropout=None,
+        kernel_initializer="glorot_uniform", output_kernel_initializer=None,
     ):
         name = type(self).__name__
         self.max_length = check_positive_int(f"{name} max_length", max_length)
@@ -88,22 +90,39 @@ class _TokenModel(keras.Model):
         self.activation_dropout = None if activation_dropout is None else check_positive_float(
             f"{name} activation_dropout", activation_dropout, allow_zero=True
         )
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.output_kernel_initializer = (
+            None if output_kernel_initializer is None else keras.initializers.get(output_kernel_initializer)
+        )
         self._layer_kwargs = dict(
             intermediate_dim=self.intermediate_dim, num_heads=self.num_heads, dropout=self.dropout,
             activation=activation, layer_norm_epsilon=self.layer_norm_epsilon,
             normalize_first=self.normalize_first, activation_dropout=self.activation_dropout,
         )
 
+    def _layer_initializers(self):
+        """Fresh initializer copies for one layer (a shared unseeded instance would repeat its values)."""
+        return dict(
+            kernel_initializer=_fresh(self.kernel_initializer),
+            output_kernel_initializer=(
+                None if self.output_kernel_initializer is None else _fresh(self.output_kernel_initializer)
+            ),
+        )
+
+    def _dense(self, units, name):
+        """A projection (lm_head, encoder_projection) initialised with ``kernel_initializer``."""
+        return Dense(units, kernel_initializer=self._layer_initializers()["kernel_initializer"], name=name)
+
     def _position_layer(self, name):
         if self.position_encoding == "learned":
             return LearnedPositionEmbedding(
-                self.max_length, initializer=keras.initializers.RandomNormal(0.02), name=name
+                self.max_length, initializer=keras.initializers.RandomNormal(stddev=0.02), name=name
             )
         return SinusoidalPositionEncoding(name=name)
 
     def _embedding_weight(self, name, vocab_size):
         return self.add_weight(
-            name=name, shape=(vocab_size, self.hidden_dim), initializer=keras.initializers.RandomNormal(0.02)
+            name=name, shape=(vocab_size, self.hidden_dim), initializer=keras.initializers.RandomNormal(stddev=0.02)
         )
 
     def _embed(self, embeddings, position_layer, dropout_layer, token_ids, start_index, training):
@@ -136,6 +155,11 @@ class _TokenModel(keras.Model):
             "tie_embeddings": self.tie_embeddings,
             "layer_norm_epsilon": self.layer_norm_epsilon,
             "activation_dropout": self.activation_dropout,
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "output_kernel_initializer": (
+                None if self.output_kernel_initializer is None
+                else keras.initializers.serialize(self.output_kernel_initializer)
+            ),
         }
 
 
@@ -165,6 +189,13 @@ class TransformerCausalLM(_TokenModel):
         layer_norm_epsilon: float > 0. Default ``1e-5``.
         activation_dropout: float or None, dropout on the FFN hidden
             activations; None uses ``dropout``. GPT-2 has none (0.0). Default None.
+        kernel_initializer: initializer of every layer kernel (and an untied
+            ``lm_head``). Default ``"glorot_uniform"``; the embeddings are
+            always ``N(0, 0.02)``.
+        output_kernel_initializer: initializer of the kernels that write onto
+            the residual stream (attention ``W_O``, FFN ``W_2``), or None for
+            ``kernel_initializer``. Default None. ``layers.gpt.gpt2`` sets
+            GPT-2's ``N(0, 0.02 / sqrt(2 * num_layers))``.
 
     Call arguments:
         token_ids: int ``(batch, T)``.
@@ -195,6 +226,8 @@ class TransformerCausalLM(_TokenModel):
         tie_embeddings=True,
         layer_norm_epsilon=1e-5,
         activation_dropout=None,
+        kernel_initializer="glorot_uniform",
+        output_kernel_initializer=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -203,17 +236,19 @@ class TransformerCausalLM(_TokenModel):
         self._init_common(
             max_length, hidden_dim, num_heads, intermediate_dim, dropout, activation, normalize_first,
             position_encoding, tie_embeddings, layer_norm_epsilon, activation_dropout,
+            kernel_initializer, output_kernel_initializer,
         )
         self.position_embedding = self._position_layer("position_embedding")
         self.embeddings_dropout = Dropout(self.dropout) if self.dropout else None
         self.decoder_layers = [
-            TransformerDecoderLayer(**self._layer_kwargs, name=f"decoder_layer_{i}") for i in range(self.num_layers)
+            TransformerDecoderLayer(**self._layer_kwargs, **self._layer_initializers(), name=f"decoder_layer_{i}")
+            for i in range(self.num_layers)
         ]
         self.final_layer_norm = (
             LayerNormalization(epsilon=self.layer_norm_epsilon, name="final_layer_norm")
             if self.normalize_first else None
         )
-        self.lm_head = None if self.tie_embeddings else Dense(self.vocab_size, name="lm_head")
+        self.lm_head = None if self.tie_embeddings else self._dense(self.vocab_size, "lm_head")
 
     def build(self, input_shape=None):
         self.token_embeddings = self._embedding_weight("token_embeddings", self.vocab_size)
@@ -326,6 +361,8 @@ class Transformer(_TokenModel):
         layer_norm_epsilon: float > 0. Default ``1e-5``.
         activation_dropout: float or None, dropout on the FFN hidden
             activations; None uses ``dropout``. Default None.
+        kernel_initializer, output_kernel_initializer: as ``TransformerCausalLM``
+            (``kernel_initializer`` also for ``encoder_projection``).
         share_embeddings: bool, one embedding matrix for source and target
             tokens (a joint vocabulary; with ``tie_embeddings`` also the output
             projection: the three-way tying of Press & Wolf 2017). Default False.
@@ -375,6 +412,8 @@ class Transformer(_TokenModel):
         encoder_input="tokens",
         encoder_feature_dim=None,
         patch_size=None,
+        kernel_initializer="glorot_uniform",
+        output_kernel_initializer=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -409,24 +448,25 @@ class Transformer(_TokenModel):
         self._init_common(
             max_length, hidden_dim, num_heads, intermediate_dim, dropout, activation, normalize_first,
             position_encoding, tie_embeddings, layer_norm_epsilon, activation_dropout,
+            kernel_initializer, output_kernel_initializer,
         )
         self.encoder_position = self._position_layer("encoder_position")
         self.decoder_position = self._position_layer("decoder_position")
         self.encoder_dropout = Dropout(self.dropout) if self.dropout else None
         self.decoder_dropout = Dropout(self.dropout) if self.dropout else None
-        self.encoder_projection = None if tokens else Dense(self.hidden_dim, name="encoder_projection")
+        self.encoder_projection = None if tokens else self._dense(self.hidden_dim, "encoder_projection")
         self.encoder_layers = [
-            TransformerEncoderLayer(**self._layer_kwargs, name=f"encoder_layer_{i}")
+            TransformerEncoderLayer(**self._layer_kwargs, **self._layer_initializers(), name=f"encoder_layer_{i}")
             for i in range(self.num_encoder_layers)
         ]
         self.decoder_layers = [
-            TransformerDecoderLayer(**self._layer_kwargs, name=f"decoder_layer_{i}")
+            TransformerDecoderLayer(**self._layer_kwargs, **self._layer_initializers(), name=f"decoder_layer_{i}")
             for i in range(self.num_decoder_layers)
         ]
         norm = lambda name: LayerNormalization(epsilon=self.layer_norm_epsilon, name=name)  # noqa: E731
         self.encoder_final_norm = norm("encoder_final_norm") if self.normalize_first else None
         self.decoder_final_norm = norm("decoder_final_norm") if self.normalize_first else None
-        self.lm_head = None if self.tie_embeddings else Dense(self.decoder_vocab_size, name="lm_head")
+        self.lm_head = None if self.tie_embeddings else self._dense(self.decoder_vocab_size, "lm_head")
 
     def build(self, input_shape=None):
         self.decoder_embeddings = self._embedding_weight("decoder_embeddings", self.decoder_vocab_size)

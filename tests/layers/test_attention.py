@@ -291,3 +291,15 @@ def test_multi_head_attention_rejects_bad_arguments():
         MultiHeadAttention(num_heads=0, key_dim=4)
     with pytest.raises(ValueError, match="cache_index needs a cache"):
         MultiHeadAttention(2, 4)(H_T, cache_index=0)
+
+
+def test_multi_head_attention_kernels_start_different_and_output_initializer_applies():
+    # One unseeded initializer instance repeats its values; each kernel must draw its own.
+    mha = MultiHeadAttention(2, 4, output_kernel_initializer=keras.initializers.Zeros())
+    mha.build((None, None, D))
+    q, k, v = (keras.ops.convert_to_numpy(w) for w in (mha.query_kernel, mha.key_kernel, mha.value_kernel))
+    assert not (np.array_equal(q, k) or np.array_equal(q, v) or np.array_equal(k, v))
+    assert not np.any(keras.ops.convert_to_numpy(mha.output_kernel))
+    clone = MultiHeadAttention.from_config(mha.get_config())
+    assert clone.get_config() == mha.get_config()
+    assert MultiHeadAttention(2, 4).get_config()["output_kernel_initializer"] is None

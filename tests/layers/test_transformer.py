@@ -188,3 +188,15 @@ def test_transformer_layers_reject_bad_arguments_and_inputs():
         ours(DEC)
     with pytest.raises(ValueError, match="both self_attention_cache and cache_index"):
         ours([DEC, ENC], cache_index=0)
+
+
+def test_output_kernel_initializer_reaches_the_residual_projections_only():
+    layer = TransformerDecoderLayer(FF, HEADS, output_kernel_initializer="zeros")
+    layer.build((None, None, D))
+    assert not np.any(to_np(layer.self_attention.output_kernel))
+    assert not np.any(to_np(layer.feedforward.output_dense.kernel))
+    assert np.any(to_np(layer.self_attention.query_kernel)) and np.any(to_np(layer.feedforward.intermediate_dense.kernel))
+    ffn = PositionwiseFeedForward(FF)
+    ffn.build((None, None, D))  # W_1 (D, FF) and W_2 (FF, D) draw apart (one shared instance gave equal values)
+    assert not np.array_equal(to_np(ffn.intermediate_dense.kernel).ravel(), to_np(ffn.output_dense.kernel).ravel())
+    assert TransformerDecoderLayer.from_config(layer.get_config()).get_config() == layer.get_config()
