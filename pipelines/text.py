@@ -28,6 +28,9 @@ Functions:
   ``decoder_token_ids = [START] + y`` and ``targets = y + [END]``.
 * :func:`make_lm_dataset`: ``({"token_ids", "padding_mask"}, targets)``, the
   same shift for a causal language model.
+* :func:`make_prompt_completion_dataset`: the same for a prompt and its
+  completion in one sequence, the loss on the completion only (the prompt's
+  targets are ``pad``), as in fine-tuning a GPT on instructions;
 * :func:`make_token_dataset`: padded ``[START] + x + [END]`` id batches, the
   input of the masking stages in :mod:`pipelines.masking`.
 * :func:`drop_ids`, :func:`truncate`, :func:`add_start_end`: the ragged-id
@@ -57,6 +60,7 @@ __all__ = [
     "bucket_batch_sizes",
     "drop_ids",
     "make_lm_dataset",
+    "make_prompt_completion_dataset",
     "make_seq2seq_dataset",
     "make_token_dataset",
     "truncate",
@@ -418,6 +422,72 @@ def make_lm_dataset(
         batch_size=batch_size, shuffle=shuffle, seed=seed, deterministic=deterministic, buckets=buckets,
         cache=cache, shuffle_buffer=shuffle_buffer, tokenize_batch_size=tokenize_batch_size,
         drop_remainder=drop_remainder,
+    )  # fmt: skip
+    return _finish(ds, to_model, deterministic)
+
+
+def make_prompt_completion_dataset(
+    ds,
+    prompt_key,
+    completion_key,
+    tokenizer,
+    batch_size=32,
+    max_length=256,
+    *,
+    shuffle=True,
+    seed=0,
+    deterministic=False,
+    buckets=None,
+    batch_tokens=None,
+    cache=False,
+    shuffle_buffer=10_000,
+    tokenize_batch_size=256,
+    drop_remainder=False,
+):
+    """Batches of a causal LM's ``[START] + prompt + completion`` and targets ``prompt + completion + [END]``,
+    every prompt target replaced by ``pad`` so the loss reads the completion only.
+
+    Pairs longer than ``max_length`` tokens (with ``[START]``) are left out,
+    not cut: a cut would teach the model to stop mid-completion.
+
+    Args: as :func:`make_lm_dataset`, with the two text fields; ``batch_tokens``
+    caps the padded tokens per bucket batch (with ``buckets``).
+
+    Returns:
+        ``tf.data.Dataset`` of ``({"token_ids": int32 (batch, T), "padding_mask": bool (batch, T)},
+        targets int32 (batch, T))``.
+    """
+    caller = "make_prompt_completion_dataset"
+    _check_string_fields(ds, (prompt_key, completion_key), caller)
+    _check_tokenizer(tokenizer, "tokenizer", caller)
+    _check_length(max_length, 2, "max_length", caller)
+    buckets = _check_batching(batch_size, buckets, shuffle_buffer, caller)
+    pad = tokenizer.pad_id
+
+    def tokenize(examples):
+        prompt = tf.cast(tokenizer.tokenize(examples[prompt_key]), tf.int32)
+        completion = tf.cast(tokenizer.tokenize(examples[completion_key]), tf.int32)
+        both = tf.concat([prompt, completion], axis=1)
+        hidden = tf.concat([tf.ragged.map_flat_values(tf.zeros_like, prompt) + pad, completion], axis=1)
+        return {
+            "inputs": add_start_end(both, start_id=tokenizer.start_id),
+            "targets": add_start_end(hidden, end_id=tokenizer.end_id),
+        }
+
+    def length(example):
+        return tf.size(example["inputs"])
+
+    def short_enough(example):
+        return tf.size(example["inputs"]) <= max_length
+
+    def to_model(batch):
+        return {"token_ids": batch["inputs"], "padding_mask": batch["inputs"] != pad}, batch["targets"]
+
+    ds = _assemble(
+        ds, tokenize, length, {"inputs": pad, "targets": pad},
+        batch_size=batch_size, shuffle=shuffle, seed=seed, deterministic=deterministic, buckets=buckets,
+        cache=cache, shuffle_buffer=shuffle_buffer, tokenize_batch_size=tokenize_batch_size,
+        drop_remainder=drop_remainder, filter_fn=short_enough, batch_tokens=batch_tokens,
     )  # fmt: skip
     return _finish(ds, to_model, deterministic)
 
