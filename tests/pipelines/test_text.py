@@ -162,6 +162,19 @@ def test_lm_dataset_shifts_by_one(tok):
     np.testing.assert_array_equal(features["padding_mask"], features["token_ids"].numpy() != 0)
 
 
+def test_prompt_completion_dataset_scores_the_completion_only_and_drops_long_pairs(tok):
+    ds = text.make_prompt_completion_dataset(pairs_dataset(), "source", "target", tok, batch_size=6, max_length=8,
+                                             shuffle=False, deterministic=True)
+    (features, targets), = list(ds)
+    kept = [(s, t) for s, t in zip(PAIRS["source"], PAIRS["target"])
+            if 1 + len(tok.tokenize(s).numpy()) + len(tok.tokenize(t).numpy()) <= 8]
+    assert 0 < len(kept) < len(PAIRS["source"])  # some pairs are too long for 8 tokens: left out, not cut
+    for row, target, (source, completion) in zip(rows(features["token_ids"]), targets.numpy(), kept):
+        p, c = tok.tokenize(source).numpy().tolist(), tok.tokenize(completion).numpy().tolist()
+        assert row == tuple([tok.start_id] + p + c)
+        assert target[: len(p) + len(c) + 1].tolist() == [tok.pad_id] * len(p) + c + [tok.end_id]
+
+
 def test_token_dataset_wraps_and_limits_length(tok):
     ds = text.make_token_dataset(pairs_dataset(), "source", tok, batch_size=6, max_length=5, shuffle=False)
     (batch,) = list(ds)
