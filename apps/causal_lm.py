@@ -36,6 +36,7 @@ import tensorflow as tf
 
 from apps.app import App, Datasets
 from apps.config import ConfigError, TrainConfig, option
+from apps.export import WEIGHTS_DTYPES, SignatureNames
 from apps.losses import MaskedAccuracy, SmoothedSequenceLoss
 from apps.seq2seq import lr_schedule
 from layers.generation import TextGenerator
@@ -80,11 +81,14 @@ class CausalLMConfig(TrainConfig):
     verbose: int = option(2, "Keras fit verbosity: 1 progress bar, 2 one line per epoch, 0 silent")
     precision: str = option("auto", "auto (bf16 where the chip has it, else float32), float32, mixed_bfloat16 or mixed_float16")
     eval_batch_size: int = option(16, "prompts per decoding call at evaluation")
+    export_weights: str = option("float16", "how the SavedModel stores the weights: float16, int8 or float32")
 
     def __post_init__(self):
         super().__post_init__()
         if self.objective not in OBJECTIVES:
             raise ConfigError(f"objective must be one of {list(OBJECTIVES)}, got {self.objective!r}")
+        if self.export_weights not in WEIGHTS_DTYPES:
+            raise ConfigError(f"export_weights must be one of {list(WEIGHTS_DTYPES)}, got {self.export_weights!r}")
         if self.variant not in VARIANTS:
             raise ConfigError(f"variant must be one of {list(VARIANTS)}, got {self.variant!r}")
         if self.prompt_length + self.max_new_tokens > self.model_max_length:
@@ -235,18 +239,29 @@ class CausalLMApp(App):
 
     # --- serving: the completion graph ------------------------------------------------------------
 
-    def serving_signature(self, config):
-        return {"prompts": tf.TensorSpec((None,), tf.string)}
+    names = SignatureNames(input="prompts", output="completions", options="complete", tokens="complete_tokens")
 
-    def serving_outputs(self, model, inputs, config):
-        from apps.export import GenerationExport, SignatureNames
+    def generation_export(self, model, config):
+        """The release graph: ``apps.export.GenerationExport`` over a ``PromptPreprocessor`` (per-row ``status``:
+        ``ok``, ``empty``, ``truncated`` for a prompt over ``prompt_length`` tokens, ...); greedy by default."""
+        from apps.export import GenerationExport
         from pipelines.preprocessing import PromptPreprocessor
 
-        export = GenerationExport(
-            model, PromptPreprocessor(self.tokenizer(config), config.prompt_length),
-            names=SignatureNames(input="prompts", output="completions"), max_new_tokens=config.max_new_tokens,
-            num_beams=1, beam_sizes=(1,))
-        return export.serving_default(inputs["prompts"])
+        return GenerationExport(
+            model, PromptPreprocessor(self.tokenizer(config), config.prompt_length, input_name=self.names.input),
+            names=self.names, max_new_tokens=config.max_new_tokens, num_beams=1, beam_sizes=(1, 2, 4),
+            weights_dtype=config.export_weights)
+
+    def write_saved_model(self, model, config, directory):
+        from apps.export import write_generation_saved_model
+
+        return write_generation_saved_model(self.generation_export(model, config), directory)
+
+    def serving_signature(self, config):
+        return {self.names.input: tf.TensorSpec((None,), tf.string)}
+
+    def serving_outputs(self, model, inputs, config):
+        return self.generation_export(model, config).serving_default(inputs[self.names.input])
 
     def serving_example(self, config):
-        return {"prompts": np.array(self.pairs(config, "test")[0][:4], dtype=object)}
+        return {self.names.input: np.array(self.pairs(config, "test")[0][:4], dtype=object)}

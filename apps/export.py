@@ -645,6 +645,9 @@ def write_generation_saved_model(export, directory, assets=None):
     tokenizers = _tokenizers(export.preprocessor)
     for side, tokenizer in tokenizers.items():
         setattr(archive, f"{side}_tokenizer", tokenizer)  # tf.Modules: their assets travel with the archive
+        # tensorflow-text's SentencePiece model is a resource the archive must track itself.
+        for resource in tokenizer._flatten(predicate=lambda x: isinstance(x, tf.saved_model.experimental.TrackableResource)):
+            archive.track(resource)
     for name, function in export.signatures().items():
         # The Python body and its input signature, not the tf.function: the archive then traces each
         # endpoint once, inside tf.saved_model.save, for both the signature and the attribute. Handed a

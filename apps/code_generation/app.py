@@ -38,7 +38,6 @@ from apps.causal_lm import CausalLMApp, CausalLMConfig
 from apps.code_execution import has_doctests, run_doctests
 from apps.code_retrieval import CodeRetriever
 from apps.config import option
-from apps.export import SignatureNames
 from pipelines import tfds_sources
 from pipelines.code_tokenizer import CodeTokenizer, train_code_tokenizer
 from pipelines.corpora.splits import assign_split
@@ -195,7 +194,7 @@ class CodeGenerationApp(CausalLMApp):
     # --- the demo tab (apps/ui.py streams the release's completion) ------------------------------
 
     streaming = True
-    names = SignatureNames(input="prompts", output="completions", options="complete", tokens="complete_tokens")
+    reads_truncated = False  # a cut prompt loses the end of its docstring: refused in the tab
     max_input_characters = 2000
 
     def load_release(self, models_dir):

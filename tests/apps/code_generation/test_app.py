@@ -92,3 +92,30 @@ def test_bad_configs_raise_clear_errors(corpus):
     app = CodeGenerationApp()
     with pytest.raises(FileNotFoundError, match="no tokenizer/ beside it"):
         app.tokenizer(config_for(corpus, init_from=str(corpus / "elsewhere" / "model.keras"), run_name="x"))
+
+
+def test_saved_model_completes_like_keras_with_a_status_per_row(corpus):
+    import tensorflow as tf
+
+    app = CodeGenerationApp()
+    config = config_for(corpus, export_weights="float32", prompt_length=300, model_max_length=330)
+    model = app.build_model(config)
+    prompts = sorted(app.pairs(config, "test")[0], key=len)[:2]
+    folder = app.write_saved_model(model, config, corpus / "release" / "1")
+    served = tf.saved_model.load(str(folder)).signatures["serving_default"]
+    long_prompt = prompts[0] + "    " + "x = 1\n    " * 200
+    out = served(prompts=tf.constant(prompts + ["", long_prompt]))
+    texts = [t.decode("utf-8") for t in out["completions"].numpy()]
+    assert texts[:2] == app.complete(model, config, prompts)
+    assert [s.decode() for s in out["status"].numpy()] == ["ok", "ok", "empty", "truncated"]
+    assert texts[2] == ""
+
+
+def test_the_tab_refuses_empty_and_overlong_prompts():
+    app = CodeGenerationApp()
+    with pytest.raises(ValueError, match="Type a function signature"):
+        app.preprocess("   ", 10)
+    with pytest.raises(ValueError, match="the model reads at most 2000"):
+        app.preprocess("def f():\n" + "    x = 1\n" * 400, 10)
+    request = app.preprocess('def f():\n    """Nothing."""', 10)
+    assert request["input"].endswith("\n") and request["max_length"] == 10
