@@ -212,7 +212,16 @@ class CodeGenerationApp(CausalLMApp):
     def ui_outputs(self):
         import gradio as gr
 
-        return [gr.Code(language="python", label="Generated body", lines=12)]
+        # A Textbox, not gr.Code: gr.Code strips the leading whitespace, the first line's indentation.
+        return [gr.Textbox(label="Generated body", lines=12, max_lines=40)]
+
+    def ui_examples(self, cache_dir, releases=None):
+        """The shortest test-split prompts when the corpus is built, else one fixed prompt."""
+        try:
+            prompts = sorted(self.pairs(self.Config(), "test")[0], key=len)[:3]
+        except Exception:  # noqa: BLE001 - a demo without the built corpus still shows an example
+            prompts = [prompt_of("def median(data):", "Return the median (middle value) of numeric data.")]
+        return [[prompt, 96] for prompt in prompts]
 
     def preprocess(self, prompt, max_length=96):
         """The typed signature and docstring -> a release request; ValueError with a message on bad input."""
