@@ -35,7 +35,11 @@ def log_softmax(x):
 @pytest.fixture(scope="module")
 def lm():
     keras.utils.set_random_seed(3)
-    return TransformerCausalLM(VOCAB, MAX_LENGTH, num_layers=2, hidden_dim=32, num_heads=2)
+    model = TransformerCausalLM(VOCAB, MAX_LENGTH, num_layers=2, hidden_dim=32, num_heads=2)
+    # Build here: weights are drawn at build time, and the autouse per-test seed
+    # (conftest) would otherwise decide them, differently for every test subset.
+    model(np.zeros((1, MAX_LENGTH), "int32"))
+    return model
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +47,10 @@ def seq2seq():
     keras.utils.set_random_seed(4)
     # Pre-LN keeps this tiny random model's output visibly dependent on the
     # source (checked below), so a broken encoder path would show.
-    return Transformer(20, VOCAB, MAX_LENGTH, hidden_dim=32, num_heads=2, normalize_first=True,
-                       position_encoding="learned")
+    model = Transformer(20, VOCAB, MAX_LENGTH, hidden_dim=32, num_heads=2, normalize_first=True,
+                        position_encoding="learned")
+    model((SOURCE, np.zeros((3, MAX_LENGTH), "int32")), encoder_padding_mask=SOURCE_PAD)
+    return model
 
 
 _FORWARD = {}
@@ -233,9 +239,12 @@ def reference_beam_search(model, prompt, num_beams, max_new_tokens, end_token_id
 
 @pytest.fixture(scope="module")
 def small_vocab_lm():
-    keras.utils.set_random_seed(5)
-    # Seeded so that beams differ from greedy and the length penalty changes the pick.
-    return TransformerCausalLM(6, 12, num_layers=1, hidden_dim=16, num_heads=2)
+    keras.utils.set_random_seed(6)
+    # Seeded so that beams differ from greedy and the length penalty changes the pick
+    # (built here so that this seed, not the per-test one, draws the weights).
+    model = TransformerCausalLM(6, 12, num_layers=1, hidden_dim=16, num_heads=2)
+    model(np.zeros((1, 12), "int32"))
+    return model
 
 
 def test_beam_search_with_one_beam_is_greedy(lm, greedy_cached):
@@ -373,10 +382,13 @@ def _repeats(tokens, n):
 def test_no_repeat_ngram_block_removes_every_repeated_ngram(sampler):
     keras.utils.set_random_seed(8)
     # A tiny random LM loops quickly: without the block, greedy output repeats n-grams.
-    lm = TransformerCausalLM(6, 40, num_layers=1, hidden_dim=8, num_heads=2)
+    # At most 16 tokens over a vocabulary of 16: a token has occurred at most 15 times before,
+    # so at least one successor is always free and the block can always be honoured (with a
+    # smaller vocabulary, a long enough output must repeat a bigram whatever the generator does).
+    lm = TransformerCausalLM(16, 40, num_layers=1, hidden_dim=8, num_heads=2)
     prompts, lengths = np.array([[1, 2, 0], [3, 0, 0]], "int32"), np.array([2, 1], "int32")
-    free = TextGenerator(lm, sampler=sampler, max_new_tokens=30, jit_compile=False)(prompts, lengths)
-    blocked = TextGenerator(lm, sampler=sampler, max_new_tokens=30, jit_compile=False, no_repeat_ngram_size=2)(
+    free = TextGenerator(lm, sampler=sampler, max_new_tokens=14, jit_compile=False)(prompts, lengths)
+    blocked = TextGenerator(lm, sampler=sampler, max_new_tokens=14, jit_compile=False, no_repeat_ngram_size=2)(
         prompts, lengths
     )
     assert sum(_repeats(list(r), 2) for r in rows(free)) > 0, "the test needs a model that loops"
