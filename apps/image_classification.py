@@ -1,7 +1,8 @@
-"""The ``fashion_mnist`` app: the textbook's CNNs (section 2.3) classifying Fashion-MNIST.
+"""The ``fashion_mnist`` app: the textbook's CNNs (section 2.3) and ViT (section 7.2) classifying Fashion-MNIST.
 
 A declaration only (STYLE.md convention 7): data from
-``pipelines.fashion_mnist``, models from ``layers.cnn_models.build_cnn``,
+``pipelines.fashion_mnist``, models from ``layers.cnn_models`` and
+``layers.vision_transformer.vit_classifier`` (``--model vit``),
 accuracy as the metric, and the UI's image pre/post-processing. Training,
 evaluation, export and the UI are the shared code in ``apps/``.
 
@@ -9,6 +10,7 @@ Example::
 
     tfsuite train fashion_mnist --model lenet5 --epochs 5
     tfsuite train fashion_mnist --model resnet18 --augment --epochs 15
+    tfsuite train fashion_mnist --model vit --epochs 10
 """
 
 from __future__ import annotations
@@ -25,12 +27,15 @@ from PIL import Image, ImageOps
 
 from apps.app import App, Datasets
 from apps.config import ConfigError, TrainConfig, option
-from layers.cnn_models import CNN_BUILDERS, build_cnn
+from layers.cnn_models import CNN_BUILDERS
+from layers.vision_transformer import vit_classifier
 from pipelines import fashion_mnist
 
 __all__ = ["FashionMNISTApp", "FashionMNISTConfig", "to_model_image"]
 
-MODELS = tuple(CNN_BUILDERS)
+# The section-2.3 CNNs and the section-7.2 ViT, all ``builder(input_shape, num_classes, **options)``.
+BUILDERS = {**CNN_BUILDERS, "vit": vit_classifier}
+MODELS = tuple(BUILDERS)
 # App-level defaults that adapt the ImageNet-sized networks to 28x28 images;
 # an explicit flag (--width 32, --no-small-input, --image-size 64) wins.
 SMALL_IMAGE_DEFAULTS = {
@@ -49,7 +54,7 @@ MODEL_OPTIONS = ("width", "small_input", "growth_rate", "dropout", "activation",
 class FashionMNISTConfig(TrainConfig):
     """Hyperparameters of the Fashion-MNIST classifier."""
 
-    model: str = option("lenet5", f"CNN from layers.cnn_models.build_cnn: {', '.join(MODELS)}")
+    model: str = option("lenet5", f"a CNN of layers.cnn_models or vit (layers.vision_transformer): {', '.join(MODELS)}")
     width: typing.Optional[int] = option(
         None, "ResNet base width (app default 16 for 28x28 images); vgg_small first-stage filters (default 16)"
     )
@@ -94,20 +99,20 @@ class FashionMNISTConfig(TrainConfig):
 
 
 def model_options(config):
-    """``build_cnn`` keyword arguments and the input size: app defaults, then explicit flags.
+    """The builder's keyword arguments and the input size: app defaults, then explicit flags.
 
     Raises:
         ConfigError: a flag the chosen architecture does not take (``--width`` for lenet5).
     """
     options = dict(SMALL_IMAGE_DEFAULTS.get(config.model, {}))
-    accepted = inspect.signature(CNN_BUILDERS[config.model]).parameters
+    accepted = inspect.signature(BUILDERS[config.model]).parameters
     for name in (*MODEL_OPTIONS, "image_size"):
         value = getattr(config, name)
         if value is None:
             continue
         if name != "image_size" and name not in accepted:
             flag = "--" + name.replace("_", "-")
-            takers = [m for m in MODELS if name in inspect.signature(CNN_BUILDERS[m]).parameters]
+            takers = [m for m in MODELS if name in inspect.signature(BUILDERS[m]).parameters]
             raise ConfigError(f"{flag} does not apply to {config.model}; models that take it: {', '.join(takers)}")
         options[name] = value
     image_size = options.pop("image_size", fashion_mnist.IMAGE_SHAPE[0])
@@ -189,9 +194,9 @@ class FashionMNISTApp(App):
     def build_model(self, config):
         kwargs, image_size = model_options(config)
         if image_size == fashion_mnist.IMAGE_SHAPE[0]:
-            return build_cnn(config.model, fashion_mnist.IMAGE_SHAPE, fashion_mnist.NUM_CLASSES, **kwargs)
+            return BUILDERS[config.model](fashion_mnist.IMAGE_SHAPE, fashion_mnist.NUM_CLASSES, **kwargs)
         # Networks that need larger inputs see a resized image; callers still send 28x28.
-        network = build_cnn(config.model, (image_size, image_size, 1), fashion_mnist.NUM_CLASSES, **kwargs)
+        network = BUILDERS[config.model]((image_size, image_size, 1), fashion_mnist.NUM_CLASSES, **kwargs)
         images = keras.Input(fashion_mnist.IMAGE_SHAPE, name="image")
         resized = keras.layers.Resizing(image_size, image_size, name="resize")(images)
         return keras.Model(images, network(resized), name=f"{config.model}_{image_size}px")
@@ -217,7 +222,7 @@ class FashionMNISTApp(App):
             optimizer = keras.optimizers.Adam(learning_rate)
         return {
             "optimizer": optimizer,
-            "loss": keras.losses.SparseCategoricalCrossentropy(from_logits=True),  # build_cnn returns logits
+            "loss": keras.losses.SparseCategoricalCrossentropy(from_logits=True),  # the builders return logits
             "metrics": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         }
 

@@ -394,3 +394,15 @@ def test_a_saved_model_given_as_checkpoint_says_what_to_pass(capsys):
 def test_non_finite_float_options_are_refused(capsys, flag, value):
     status, _, err = run_cli(capsys, "train", "fashion_mnist", *([flag] if value is None else [flag, value]))
     assert status == 2 and "expects a finite number" in err
+
+
+def test_fashion_mnist_offers_the_vit_beside_the_cnns():
+    from apps.config import parse_config
+    from apps.image_classification import FashionMNISTConfig
+    from layers.vision_transformer import VisionTransformer
+
+    app = get_app("fashion_mnist")
+    config = parse_config(FashionMNISTConfig, ["--model", "vit", "--dropout", "0.0"])
+    model = app.build_model(config)
+    assert any(isinstance(layer, VisionTransformer) for layer in model._flatten_layers())
+    assert model(np.zeros((2, 28, 28, 1), "float32")).shape == (2, 10)
