@@ -468,11 +468,14 @@ def vit_classifier(input_shape=(28, 28, 1), num_classes=10, patch_size=7, num_la
         **kwargs: other :class:`VisionTransformer` arguments (``activation``,
             ``layer_norm_epsilon``, ``method``, ``interpolation``).
 
-    Returns: an unbuilt :class:`ViTClassifier` returning logits.
+    Returns: a built :class:`ViTClassifier` returning logits (built, like the CNN builders'
+    functional models, so that an optimizer made before the first batch sees every weight).
     """
     backbone = VisionTransformer(input_shape, patch_size, num_layers, num_heads, hidden_dim, mlp_dim,
                                  dropout=dropout, name="vit", **kwargs)
-    return ViTClassifier(backbone, num_classes, dropout=head_dropout, name="vit_classifier")
+    model = ViTClassifier(backbone, num_classes, dropout=head_dropout, name="vit_classifier")
+    model.build((None, *backbone.image_shape))
+    return model
 
 
 def load_keras_hub_vit(ours, hub_backbone):

@@ -404,5 +404,8 @@ def test_fashion_mnist_offers_the_vit_beside_the_cnns():
     app = get_app("fashion_mnist")
     config = parse_config(FashionMNISTConfig, ["--model", "vit", "--dropout", "0.0"])
     model = app.build_model(config)
+    # Built before any batch: the trainer's optimizer is made from these weights (the class token
+    # was missing from it when the builder returned an unbuilt model).
+    assert model.built and any(v.path.endswith("class_token") for v in model.trainable_variables)
     assert any(isinstance(layer, VisionTransformer) for layer in model._flatten_layers())
     assert model(np.zeros((2, 28, 28, 1), "float32")).shape == (2, 10)
