@@ -58,7 +58,7 @@ from layers.normalization import LayerNormalization
 from layers.perceptron import Dense
 from layers.position_encoding import LearnedPositionEmbedding
 from layers.transformer import TransformerEncoderLayer, head_size
-from layers.validation import check_positive_float, check_positive_int, check_rank
+from layers.validation import check_choice, check_positive_float, check_positive_int, check_rank
 from layers.vision_transformer import VisionTransformer
 
 __all__ = ["CLIP", "CLIPImageEncoder", "CLIPLoss", "CLIPTextEncoder", "LogitScaleClip", "clip_loss", "clip_model",
@@ -151,9 +151,7 @@ class CLIPTextEncoder(keras.Model):
         self.intermediate_dim = check_positive_int("CLIPTextEncoder intermediate_dim", intermediate_dim)
         self.embed_dim = check_positive_int("CLIPTextEncoder embed_dim", embed_dim)
         self.dropout = check_positive_float("CLIPTextEncoder dropout", dropout, allow_zero=True)
-        if activation not in _ACTIVATIONS:
-            raise ValueError(f"CLIPTextEncoder activation must be one of {list(_ACTIVATIONS)}, got {activation!r}")
-        self.activation = activation
+        self.activation = check_choice("CLIPTextEncoder activation", activation, _ACTIVATIONS)
         self.layer_norm_epsilon = check_positive_float("CLIPTextEncoder layer_norm_epsilon", layer_norm_epsilon)
         self.use_causal_mask = bool(use_causal_mask)
         self.position_embedding = LearnedPositionEmbedding(
