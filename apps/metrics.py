@@ -21,6 +21,10 @@ Metrics are maintained libraries' implementations, never our own:
   normalization and token F1 are copied exactly; the maintained wrapper,
   Hugging Face ``evaluate``, downloads that script from the Hub at run time,
   which fails offline;
+* ``bleu4`` / ``cider``: the COCO caption metrics, ``pycocoevalcap``'s
+  pure-Python ``Bleu(4)`` and ``Cider`` (CIDEr-D, IDF from the references of
+  the scored split), on lower-cased captions with punctuation removed, the
+  rule of its Java ``PTBTokenizer`` (left out: it needs a JVM);
 * :func:`novel_word_share`: how abstractive summaries are (share of their
   words not in the text);
 * :func:`repetition_rate`: the share of outputs caught in a loop (an n-gram of
@@ -61,6 +65,8 @@ _SQUAD_PUNCTUATION = set(string.punctuation)
 
 __all__ = [
     "bleu_tokenizer",
+    "caption_scores",
+    "caption_tokens",
     "code_bleu",
     "code_tokens",
     "corpus_bleu",
@@ -149,6 +155,32 @@ def rouge_scores(hypotheses, references):
         for name, score in scorer.score(reference, hypothesis).items():
             totals[name] += score.fmeasure
     return {name: 100.0 * total / len(hypotheses) for name, total in totals.items()}
+
+
+_CAPTION_PUNCTUATION = re.compile(r"[^\w\s'-]+")
+
+
+def caption_tokens(caption):
+    """A caption as COCO scores it: lower-cased, punctuation (not ``-``/``'`` inside words) removed, words joined by spaces."""
+    return " ".join(_CAPTION_PUNCTUATION.sub(" ", caption.lower()).split())
+
+
+def caption_scores(hypotheses, references):
+    """``{"bleu4", "cider"}`` of one caption per image against its reference caption(s) (``pycocoevalcap``).
+
+    ``references`` holds a string or a list of strings per image (COCO has five).
+    """
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+
+    hypotheses, references = list(hypotheses), list(references)
+    if len(hypotheses) != len(references) or not hypotheses:
+        raise ValueError(f"caption_scores needs one hypothesis per reference, got {len(hypotheses)} and {len(references)}")
+    res = {i: [caption_tokens(h)] for i, h in enumerate(hypotheses)}
+    gts = {i: [caption_tokens(r) for r in ([ref] if isinstance(ref, str) else ref)] for i, ref in enumerate(references)}
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    cider, _ = Cider().compute_score(gts, res)
+    return {"bleu4": float(bleu[3]), "cider": float(cider)}
 
 
 def rouge_signature():

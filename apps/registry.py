@@ -37,6 +37,10 @@ _APPS = {
         "apps.code_generation:CodeGenerationApp",
         "write a Python function body from its docstring with a GPT pre-trained on Python; pass@k, BLEU",
     ),
+    "captioning": (
+        "apps.captioning:CaptioningApp",
+        "caption an image with a ViT-hybrid encoder and a Transformer decoder; BLEU-4, CIDEr vs retrieval",
+    ),
     "summarization": (
         "apps.summarization:SummarizationApp",
         "summarize a text in one line with T5 (span-corruption pre-training); ROUGE against the lead baseline",

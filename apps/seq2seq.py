@@ -268,7 +268,7 @@ class Seq2SeqDecoder:
         self.no_repeat_ngram_size = int(no_repeat_ngram_size)
         self.batch_size = check_positive_int("batch_size", batch_size)
         self.jit_compile = bool(jit_compile)
-        length = preprocessor.source_length
+        length = getattr(preprocessor, "source_length", 1)  # an ImagePreprocessor's inputs have no length
         self.widths = sorted({min(2**k, length) for k in range(3, 12)} | {length})
         self._generators = {}
 
@@ -291,11 +291,13 @@ class Seq2SeqDecoder:
 
     def decode(self, texts, beam_size=None, max_length=None):
         """``(outputs, statuses)``: the decoded text and the preprocessor's status of each input."""
-        texts = [str(t) for t in texts]
-        if not texts:
+        if not len(texts):
             return [], []
         beams = check_positive_int("beam_size", beam_size or self.beam_size)
         longest = check_positive_int("max_length", max_length or self.max_new_tokens)
+        if getattr(self.preprocessor, "input_kind", "text") == "image":
+            return self._decode_images(list(texts), beams, longest)
+        texts = [str(t) for t in texts]
         inputs, status = self.preprocessor.encoder_inputs(tf.constant(texts, tf.string))
         ids, mask = inputs["encoder_inputs"].numpy(), inputs["encoder_padding_mask"].numpy()
         statuses = [s.decode() for s in status.numpy()]
@@ -318,6 +320,25 @@ class Seq2SeqDecoder:
             decoded = self.preprocessor.decode(tf.constant(outputs["token_ids"][:, 1:])).numpy()
             for index, text in zip(chosen, decoded[: len(chosen)]):
                 results[index] = "" if statuses[index] in BLANK_STATUSES else text.decode("utf-8")
+        return results, statuses
+
+    def _decode_images(self, images, beams, longest):
+        """Encoded images (bytes) in full-size batches (the last padded with copies): one trace per beam size."""
+        generator = self.generator(1, beams)
+        limit = min(longest, generator.max_new_tokens)
+        results, statuses = [], []
+        for begin in range(0, len(images), self.batch_size):
+            chunk = [bytes(image) for image in images[begin : begin + self.batch_size]]
+            padded = chunk + [chunk[-1]] * (self.batch_size - len(chunk))
+            pixels, status = self.preprocessor.encoder_inputs(tf.constant(padded, tf.string))
+            start = np.full((len(padded), 1), self.preprocessor.start_id, np.int32)
+            outputs = generator(
+                start, encoder_inputs={"encoder_inputs": pixels}, max_new_tokens=np.full(len(padded), limit, np.int32)
+            )
+            decoded = self.preprocessor.decode(tf.constant(outputs["token_ids"][:, 1:])).numpy()
+            for text, state in zip(decoded[: len(chunk)], status.numpy()[: len(chunk)]):
+                statuses.append(state.decode())
+                results.append("" if statuses[-1] in BLANK_STATUSES else text.decode("utf-8"))
         return results, statuses
 
     def __call__(self, texts, beam_size=None, max_length=None):
@@ -384,6 +405,10 @@ class Seq2SeqApp(App):
     def output_statistics(self, hypotheses, sources, references, config):
         """Extra figures of the model's outputs (for example how abstractive they are); default none."""
         return {}
+
+    def record_sources(self, sources):
+        """The inputs as the evaluation record and the release check store them (JSON); default as they are."""
+        return sources
 
     # --- data ---------------------------------------------------------------------------
 
@@ -691,7 +716,7 @@ class Seq2SeqApp(App):
             "decode_seconds": round(seconds, 1),
             "examples": [
                 {"source": s, "reference": r, "output": h}
-                for s, r, h in list(zip(sources, references, hypotheses))[:5]
+                for s, r, h in list(zip(self.record_sources(sources[:5]), references, hypotheses))[:5]
             ],
         }
         # The fixed slice a release's test re-scores (tests/apps/release_checks.py).
@@ -699,7 +724,7 @@ class Seq2SeqApp(App):
         check = {
             "split": f"test[:{CHECK_SLICE_INPUTS}]",
             "metrics": self.score(hypotheses[head], references[head], config),
-            "sources": sources[head], "references": references[head], "outputs": hypotheses[head],
+            "sources": self.record_sources(sources[head]), "references": references[head], "outputs": hypotheses[head],
         }
         return results, record, check
 

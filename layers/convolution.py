@@ -130,7 +130,14 @@ class _Conv(keras.layers.Layer):
             # K[i - m, j - n]: the textbook's convolution is a cross-correlation
             # with the kernel reversed in every spatial axis.
             kernel = ops.flip(kernel, axis=tuple(range(self.rank)))
-        outputs = ops.conv(inputs, kernel, strides=self.strides, padding=self.padding)
+        strides = self.strides
+        if all(k == 1 for k in self.kernel_size) and any(s > 1 for s in strides):
+            # A strided 1x1 convolution reads every s-th position (no padding in either mode), so take
+            # those first: the same result, and it avoids a TF 2.21 oneDNN fault ("double free")
+            # in the strided 1x1 input gradient for odd batch sizes (ResNet projection shortcuts).
+            inputs = inputs[(slice(None), *(slice(None, None, s) for s in strides))]
+            strides = 1
+        outputs = ops.conv(inputs, kernel, strides=strides, padding=self.padding)
         if self.bias is not None:
             outputs = ops.add(outputs, self.bias)
         if self.activation_layer is not None:

@@ -26,6 +26,7 @@ import keras
 from keras import ops
 
 from layers.attention import _fresh
+from layers.detr import DETRBackbone
 from layers.dropout import Dropout
 from layers.normalization import LayerNormalization
 from layers.perceptron import Dense
@@ -340,7 +341,11 @@ class Transformer(_TokenModel):
     - ``"features"``: float vectors ``(batch, S, encoder_feature_dim)``,
       projected to ``d_model`` (log-mel frames, any precomputed features);
     - ``"image"``: pixels ``(batch, H, W, C)``, cut into ``patch_size`` squares
-      that are flattened and projected (the patch embedding of ViT, section 7.2).
+      that are flattened and projected (the patch embedding of ViT, section 7.2);
+      with ``image_backbone`` the "patches" are instead the cells of a CNN
+      feature map (ViT's hybrid architecture, section 7.2: the section 2.3
+      residual stages of ``layers.detr.DETRBackbone``, output stride
+      ``2^(1 + stages)``), which learns from far fewer images than raw patches.
 
     Args:
         encoder_vocab_size: int, source vocabulary size (None unless ``encoder_input="tokens"``).
@@ -369,7 +374,10 @@ class Transformer(_TokenModel):
         encoder_input: ``"tokens"`` (default), ``"features"`` or ``"image"``.
         encoder_feature_dim: int, feature size for ``"features"``; channels
             for ``"image"`` (default 3).
-        patch_size: int, patch side for ``"image"``.
+        patch_size: int, patch side for ``"image"`` (without ``image_backbone``).
+        image_backbone: tuple of ints or None, channels per residual stage of
+            the CNN that turns ``"image"`` pixels into the encoder sequence
+            (one basic block per stage). Default None (linear patch embedding).
 
     Call arguments:
         inputs: ``[encoder_inputs, decoder_token_ids (batch, T)]``, or the
@@ -387,6 +395,9 @@ class Transformer(_TokenModel):
     >>> captioner = Transformer(None, 60, 32, encoder_input="image", patch_size=4)
     >>> captioner([np.zeros((2, 16, 16, 3), "float32"), np.ones((2, 7), "int32")]).shape
     (2, 7, 60)
+    >>> hybrid = Transformer(None, 60, 32, encoder_input="image", image_backbone=(8, 16))
+    >>> tuple(hybrid.encode(np.zeros((2, 32, 32, 3), "float32"))[0].shape)   # stride 8: a 4 x 4 grid
+    (2, 16, 32)
     """
 
     is_encoder_decoder = True
@@ -412,6 +423,7 @@ class Transformer(_TokenModel):
         encoder_input="tokens",
         encoder_feature_dim=None,
         patch_size=None,
+        image_backbone=None,
         kernel_initializer="glorot_uniform",
         output_kernel_initializer=None,
         **kwargs,
@@ -434,14 +446,22 @@ class Transformer(_TokenModel):
             )
         self.patch_size = None
         self.encoder_feature_dim = None
+        self.image_backbone = None
         if self.encoder_input == "features":
             if encoder_feature_dim is None:
                 raise ValueError("Transformer encoder_input='features' needs encoder_feature_dim")
             self.encoder_feature_dim = check_positive_int("Transformer encoder_feature_dim", encoder_feature_dim)
         elif self.encoder_input == "image":
-            if patch_size is None:
-                raise ValueError("Transformer encoder_input='image' needs patch_size")
-            self.patch_size = check_positive_int("Transformer patch_size", patch_size)
+            if image_backbone is not None:
+                self.image_backbone = tuple(
+                    check_positive_int("Transformer image_backbone entry", f) for f in image_backbone
+                )
+                if not self.image_backbone:
+                    raise ValueError("Transformer image_backbone needs at least one stage width")
+            elif patch_size is None:
+                raise ValueError("Transformer encoder_input='image' needs patch_size (or image_backbone)")
+            else:
+                self.patch_size = check_positive_int("Transformer patch_size", patch_size)
             self.encoder_feature_dim = check_positive_int(
                 "Transformer encoder_feature_dim (image channels)", encoder_feature_dim or 3
             )
@@ -455,6 +475,9 @@ class Transformer(_TokenModel):
         self.encoder_dropout = Dropout(self.dropout) if self.dropout else None
         self.decoder_dropout = Dropout(self.dropout) if self.dropout else None
         self.encoder_projection = None if tokens else self._dense(self.hidden_dim, "encoder_projection")
+        self.backbone = None
+        if self.image_backbone:
+            self.backbone = DETRBackbone(self.image_backbone, blocks_per_stage=1, name="image_backbone")
         self.encoder_layers = [
             TransformerEncoderLayer(**self._layer_kwargs, **self._layer_initializers(), name=f"encoder_layer_{i}")
             for i in range(self.num_encoder_layers)
@@ -475,6 +498,9 @@ class Transformer(_TokenModel):
                 self.decoder_embeddings if self.share_embeddings
                 else self._embedding_weight("encoder_embeddings", self.encoder_vocab_size)
             )
+        elif self.backbone is not None:
+            self.backbone.build((None, None, None, self.encoder_feature_dim))
+            self.encoder_projection.build((None, None, self.image_backbone[-1]))
         else:
             patch = self.patch_size or 1
             self.encoder_projection.build((None, None, patch * patch * self.encoder_feature_dim))
@@ -516,7 +542,12 @@ class Transformer(_TokenModel):
             x = self.encoder_projection(encoder_inputs)
         else:
             check_rank("Transformer encoder images", encoder_inputs.shape, 4, "(batch, height, width, channels)")
-            x = self.encoder_projection(image_patches(ops.cast(encoder_inputs, self.compute_dtype), self.patch_size))
+            pixels = ops.cast(encoder_inputs, self.compute_dtype)
+            if self.backbone is not None:
+                grid = self.backbone(pixels, training=training)
+                x = self.encoder_projection(ops.reshape(grid, (ops.shape(grid)[0], -1, self.image_backbone[-1])))
+            else:
+                x = self.encoder_projection(image_patches(pixels, self.patch_size))
         if encoder_padding_mask is None:
             encoder_padding_mask = ops.ones(ops.shape(x)[:2], "bool")
         encoder_padding_mask = ops.cast(encoder_padding_mask, "bool")
@@ -611,6 +642,7 @@ class Transformer(_TokenModel):
             "encoder_input": self.encoder_input,
             "encoder_feature_dim": self.encoder_feature_dim,
             "patch_size": self.patch_size,
+            "image_backbone": list(self.image_backbone) if self.image_backbone else None,
             **self._common_config(),
         }
 

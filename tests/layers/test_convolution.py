@@ -290,3 +290,27 @@ def test_conv_mixed_precision_and_unknown_spatial_size(mode):
     ref.build(X2.shape)
     ref.set_weights(layer.get_weights())
     np.testing.assert_allclose(to_np(out).astype("float32"), to_np(ref(X2)), atol=2e-2)
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+@pytest.mark.parametrize("batch", [15, 16])
+def test_strided_1x1_convolution_and_its_gradients_for_odd_and_even_batches(padding, batch):
+    """A strided 1x1 convolution (ResNet's projection shortcut) is ``W`` applied to every s-th pixel; computed
+    as such, since TF 2.21's oneDNN input gradient of the strided op corrupted the heap ("double free",
+    the process dies) for odd batch sizes at these shapes."""
+    layer = Conv2D(16, 1, strides=2, padding=padding, use_bias=False)
+    x = tf.constant(np.random.default_rng(batch).normal(size=(batch, 16, 16, 8)).astype("float32"))
+    layer.build(x.shape)
+
+    @tf.function
+    def gradients(x, reference):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = tf.einsum("bhwc,cf->bhwf", x[:, ::2, ::2], layer.kernel[0, 0]) if reference else layer(x)
+            loss = tf.reduce_mean(y * y)
+        return (y, *tape.gradient(loss, [x, layer.kernel]))
+
+    for _ in range(3):  # the fault showed after a few steps
+        ours = gradients(x, False)
+    for a, b in zip(ours, gradients(x, True)):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)

@@ -241,3 +241,32 @@ def test_shared_embeddings_are_one_matrix_for_source_target_and_output():
     assert len(separate.trainable_weights) == len(model.trainable_weights) + 1
     with pytest.raises(ValueError, match="share_embeddings needs one vocabulary"):
         Transformer(VOCAB, VOCAB + 1, 24, share_embeddings=True)
+
+
+def test_hybrid_image_encoder_reads_the_cells_of_a_cnn_feature_map():
+    from layers.detr import DETRBackbone
+
+    keras.utils.set_random_seed(4)
+    model = Transformer(None, VOCAB, 24, hidden_dim=16, num_heads=2, encoder_input="image", image_backbone=(8, 12),
+                        position_encoding="learned", normalize_first=True)  # fmt: skip
+    images = np.random.default_rng(0).random((3, 32, 24, 3)).astype("float32")  # an odd batch: see test_convolution
+    encoded, _ = model.encode(images)
+    assert encoded.shape == (3, 4 * 3, 16)  # output stride 8: a 4 x 3 grid, row-major
+    grid = to_np(model.backbone(images, training=False))
+    assert isinstance(model.backbone, DETRBackbone) and grid.shape == (3, 4, 3, 12)
+    x = to_np(model.encoder_projection(grid.reshape(3, 12, 12)))  # the 12 cells as tokens, then the usual encoder
+    x = x + to_np(model.encoder_position(x, start_index=0))
+    for layer in model.encoder_layers:
+        x = layer(x)
+    np.testing.assert_allclose(to_np(encoded), to_np(model.encoder_final_norm(x)), atol=1e-5)
+    config = model.get_config()
+    assert config["image_backbone"] == [8, 12] and config["patch_size"] is None
+    clone = Transformer.from_config(config)
+    clone.build()
+    clone.set_weights(model.get_weights())
+    np.testing.assert_allclose(to_np(clone([images, TOKENS[:1].repeat(3, 0)])),
+                               to_np(model([images, TOKENS[:1].repeat(3, 0)])), atol=1e-5)
+    with pytest.raises(ValueError, match="at least one stage"):
+        Transformer(None, VOCAB, 24, encoder_input="image", image_backbone=())
+    with pytest.raises(ValueError, match="needs patch_size"):
+        Transformer(None, VOCAB, 24, encoder_input="image")
