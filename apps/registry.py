@@ -33,6 +33,10 @@ _APPS = {
         "apps.qa:QAApp",
         "answer a question with a span of a given text (MiniLM fine-tuned); exact match and F1 (SQuAD)",
     ),
+    "clip": (
+        "apps.clip:ClipApp",
+        "contrastive image-text pre-training (CLIP) on the captions; retrieval recall@k, zero-shot naming",
+    ),
     "code_generation": (
         "apps.code_generation:CodeGenerationApp",
         "write a Python function body from its docstring with a GPT pre-trained on Python; pass@k, BLEU",
