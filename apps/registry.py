@@ -21,6 +21,10 @@ __all__ = ["UnknownAppError", "app_description", "app_names", "get_app", "get_ap
 # read from the classes, so `tfsuite --help` lists the apps without importing them
 # (an app imports TensorFlow: seconds). tests/apps/test_cli.py checks they match.
 _APPS = {
+    "detection": (
+        "apps.detection:DetectionApp",
+        "find the emoji in a scene and name their Unicode group with DETR (Hungarian matching); COCO AP",
+    ),
     "fashion_mnist": (
         "apps.image_classification:FashionMNISTApp",
         "classify 28x28 clothing images (10 classes) with LeNet-5 ... DenseNet-121",
