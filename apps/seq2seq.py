@@ -784,7 +784,8 @@ class Seq2SeqApp(App):
         released = ReleasedModel(version_dir)
 
         def generate_batch(batch):
-            outputs = released({self.names.input: np.array([t.encode("utf-8") for t in batch], dtype=object)})
+            raw = [t.encode("utf-8") if isinstance(t, str) else bytes(t) for t in batch]  # text, or image bytes
+            outputs = released({self.names.input: np.array(raw, dtype=object)})
             return [t.decode("utf-8") for t in outputs[self.names.output]]
 
         results, evaluation, check = self._score_all(generate_batch, f"SavedModel {version_dir}", config)
@@ -902,6 +903,10 @@ class Seq2SeqApp(App):
         """A signature's outputs -> the first output text (``str``)."""
         first = np.asarray(outputs[self.names.output]).reshape(-1)[0]
         return first.decode("utf-8") if isinstance(first, bytes) else str(first)
+
+    def stream_view(self, text, request, releases):
+        """What the streaming tab shows after each token: the text so far (apps with more outputs add them)."""
+        return text
 
     def load_release(self, models_dir):
         from apps.releases import GenerationReleases

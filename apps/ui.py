@@ -59,7 +59,8 @@ def make_stream(app, releases):
     ``app.preprocess`` turns the UI values into a request; the release's
     ``stream_*`` signatures run the decode loop step by step
     (``apps.releases.GenerationReleases.stream``), so the last text yielded is
-    what the non-streaming signature returns. Bad input and an input longer
+    what the non-streaming signature returns (through ``app.stream_view``, which may
+    add outputs beside the text, such as captioning's detected boxes). Bad input and an input longer
     than the model reads are ``gr.Error`` messages; an input mostly unknown to
     the vocabulary gets a warning beside the output.
     """
@@ -77,7 +78,7 @@ def make_stream(app, releases):
                 gr.Warning("The text is longer than the model reads: the output covers its beginning only.")
             if index == 0 and status == "out_of_vocabulary":
                 gr.Warning("Most of this input is unknown to the model's vocabulary: the output is a guess.")
-            yield text
+            yield app.stream_view(text, request, releases)
 
     stream.__name__ = f"stream_{app.name}"
     return stream

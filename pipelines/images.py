@@ -17,6 +17,9 @@ bytes.
 * :func:`make_image_dataset`: decode and resize in a parallel ``map`` ->
   cache -> seeded shuffle -> augment (training only) -> normalise -> batch ->
   ``prefetch(AUTOTUNE)``, with a ``deterministic`` switch for tests.
+* :func:`read_upload`: an upload's bytes checked from the header before
+  decoding (not an image, truncated, too small, above 40 megapixels: a
+  message) and re-encoded as RGB PNG, the form the image releases take;
 * :func:`load_image`: the user-facing loader (the UI uses it): a path, bytes
   or an array in, uint8 RGB out, or a ``ValueError`` saying what is wrong.
 
@@ -35,6 +38,8 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +57,7 @@ __all__ = [
     "preprocess_image",
     "make_image_dataset",
     "load_image",
+    "read_upload",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -359,3 +365,41 @@ def load_image(path_or_bytes, channels=3):
     except tf.errors.InvalidArgumentError as error:
         reason = error.message.split("}}")[-1].replace("[Op:DecodeImage]", "").strip()
         raise ValueError(f"{what} looks like {kind} but could not be decoded (truncated or corrupt?): {reason}") from None
+
+
+MAX_UPLOAD_PIXELS = 40_000_000  # a 10,000 x 10,000 upload is refused before it is decoded
+MIN_UPLOAD_SIDE = 8
+
+
+def read_upload(data):
+    """An uploaded image (bytes) -> RGB PNG bytes; ValueError with a message for the user when unusable.
+
+    Checks the header before decoding (a huge image is refused without being
+    decoded), converts grey, palette and RGBA images to RGB.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if not data:
+        raise ValueError("The image is empty: upload a PNG or JPEG file.")
+    try:
+        with warnings.catch_warnings():  # the pixel count is checked below, with a message for the user
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
+        raise ValueError("This is not an image PIL can read: upload a PNG or JPEG file.") from None
+    width, height = image.size
+    if width * height > MAX_UPLOAD_PIXELS:
+        raise ValueError(f"The image is {width} x {height} pixels; shrink it below {MAX_UPLOAD_PIXELS // 1_000_000} megapixels.")
+    if min(width, height) < MIN_UPLOAD_SIDE:
+        raise ValueError(f"The image is {width} x {height} pixels: too small to caption (at least {MIN_UPLOAD_SIDE} per side).")
+    try:
+        image.load()
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ValueError(f"The image file is truncated or corrupt ({error}).") from None
+    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))  # transparent areas read as white
+        image = Image.alpha_composite(background, image)
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="PNG")
+    return buffer.getvalue()

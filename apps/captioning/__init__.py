@@ -12,6 +12,6 @@ Example::
     app.generate(model, config, images[:2], beam_size=2, max_length=8)
 """
 
-from apps.captioning.app import CaptioningApp, CaptioningConfig, read_upload
+from apps.captioning.app import CaptioningApp, CaptioningConfig
 
-__all__ = ["CaptioningApp", "CaptioningConfig", "read_upload"]
+__all__ = ["CaptioningApp", "CaptioningConfig"]

@@ -28,9 +28,7 @@ Example::
 from __future__ import annotations
 
 import base64
-import io
 import math
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,48 +40,12 @@ from apps.export import SignatureNames
 from apps.seq2seq import Seq2SeqApp, Seq2SeqConfig
 from layers.transformer_models import Transformer
 from pipelines.captioning import make_caption_dataset
-from pipelines.images import ImageAugmentation
+from pipelines.images import ImageAugmentation, read_upload
 from pipelines.preprocessing import ImagePreprocessor
 
-__all__ = ["CaptioningApp", "CaptioningConfig", "read_upload"]
+__all__ = ["CaptioningApp", "CaptioningConfig"]
 
-MAX_UPLOAD_PIXELS = 40_000_000  # a 10,000 x 10,000 upload is refused before it is decoded
-MIN_UPLOAD_SIDE = 8
 THUMBNAIL = 16  # side of the pixel-retrieval embedding
-
-
-def read_upload(data):
-    """An uploaded image (bytes) -> RGB PNG bytes; ValueError with a message for the user when unusable.
-
-    Checks the header before decoding (a huge image is refused without being
-    decoded), converts grey, palette and RGBA images to RGB.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    if not data:
-        raise ValueError("The image is empty: upload a PNG or JPEG file.")
-    try:
-        with warnings.catch_warnings():  # the pixel count is checked below, with a message for the user
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
-        raise ValueError("This is not an image PIL can read: upload a PNG or JPEG file.") from None
-    width, height = image.size
-    if width * height > MAX_UPLOAD_PIXELS:
-        raise ValueError(f"The image is {width} x {height} pixels; shrink it below {MAX_UPLOAD_PIXELS // 1_000_000} megapixels.")
-    if min(width, height) < MIN_UPLOAD_SIDE:
-        raise ValueError(f"The image is {width} x {height} pixels: too small to caption (at least {MIN_UPLOAD_SIDE} per side).")
-    try:
-        image.load()
-    except (OSError, SyntaxError, ValueError) as error:
-        raise ValueError(f"The image file is truncated or corrupt ({error}).") from None
-    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
-        image = image.convert("RGBA")
-        background = Image.new("RGBA", image.size, (255, 255, 255, 255))  # transparent areas read as white
-        image = Image.alpha_composite(background, image)
-    buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 @dataclass
@@ -276,6 +238,35 @@ class CaptioningApp(Seq2SeqApp):
             path.write_bytes(data)
             rows.append([str(path), settings["num_beams"], settings["max_new_tokens"]])
         return rows
+
+    def ui_outputs(self):
+        import gradio as gr
+
+        return [gr.Textbox(label=self.output_label, lines=2), gr.AnnotatedImage(label="Emoji found by DETR")]
+
+    def load_release(self, models_dir):
+        """The caption releases, and the ``detection`` release (if any) that draws the boxes beside the caption."""
+        from apps.releases import ReleasedModel, latest_version_dir
+
+        releases = super().load_release(models_dir)
+        try:
+            releases.detector = ReleasedModel(latest_version_dir(models_dir, "detection"))
+        except FileNotFoundError:
+            releases.detector = None
+        return releases
+
+    def stream_view(self, text, request, releases):
+        """The caption so far, and the image with the detection release's boxes (computed once per request)."""
+        if "annotated" not in request:
+            from apps.detection.app import annotated_image
+
+            detector = getattr(releases, "detector", None)
+            image = request["input"]
+            request["annotated"] = (
+                annotated_image(image, detector({"image_bytes": np.array([image], dtype=object)}))
+                if detector is not None else annotated_image(image, None)
+            )
+        return text, request["annotated"]
 
     def preprocess(self, image, beam_size=3, max_length=40):
         """The uploaded file (path or bytes) -> a request; ValueError with a message for the user on bad input."""

@@ -266,7 +266,7 @@ class ClipApp(App):
         return [gr.Label(label="Which caption fits", num_top_classes=5)]
 
     def preprocess(self, image, candidates):
-        from apps.captioning import read_upload
+        from pipelines.images import read_upload
 
         if image is None:
             raise ValueError("No image: upload a PNG or JPEG file.")

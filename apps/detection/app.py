@@ -270,7 +270,7 @@ class DetectionApp(App):
     def preprocess(self, image, threshold=0.5):
         from pathlib import Path
 
-        from apps.captioning import read_upload
+        from pipelines.images import read_upload
 
         if image is None:
             raise ValueError("No image: upload a PNG or JPEG file, or pick an example.")
@@ -290,6 +290,8 @@ def annotated_image(png, outputs, threshold=0.5, row=0):
     image = np.asarray(Image.open(io.BytesIO(bytes(png))).convert("RGB"))
     height, width = image.shape[:2]
     boxes = []
+    if outputs is None:  # no detection release: the image alone
+        return image, boxes
     for box, score, name in zip(outputs["detection_boxes"][row], outputs["detection_scores"][row],
                                 outputs["detection_names"][row]):
         if score >= threshold:

@@ -18,10 +18,10 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from apps import cli, metrics
-from apps.captioning import CaptioningApp, CaptioningConfig, read_upload
+from apps.captioning import CaptioningApp, CaptioningConfig
 from apps.trainer import train
 from pipelines.captioning import make_caption_dataset
-from pipelines.images import ImageAugmentation
+from pipelines.images import ImageAugmentation, read_upload
 
 REAL_EXAMPLES = CaptioningApp.examples
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 30), "blue": (30, 30, 220)}
@@ -54,15 +54,22 @@ TINY = dict(
 )
 
 
+def train_tiny(runs_dir):
+    """A tiny captioner trained on the synthetic scenes (the app's data patched only while it trains)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(CaptioningApp, "examples", _synthetic_examples)
+        patch.setattr(CaptioningApp, "data_version", lambda self, config: "synthetic:0")
+        keras.utils.set_random_seed(0)
+        config = CaptioningConfig(**TINY, epochs=8, runs_dir=str(runs_dir), run_name="tiny")
+        return config, train(CaptioningApp(), config, command="pytest")
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     patch = pytest.MonkeyPatch()
     patch.setattr(CaptioningApp, "examples", _synthetic_examples)
     patch.setattr(CaptioningApp, "data_version", lambda self, config: "synthetic:0")
-    keras.utils.set_random_seed(0)
-    config = CaptioningConfig(**TINY, epochs=8, runs_dir=str(tmp_path_factory.mktemp("runs")), run_name="tiny")
-    result = train(CaptioningApp(), config, command="pytest")
-    yield config, result
+    yield train_tiny(tmp_path_factory.mktemp("runs"))
     patch.undo()
 
 

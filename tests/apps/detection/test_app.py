@@ -37,15 +37,21 @@ def _scenes(self, config, split):
     return ds.take(config.limit) if config.limit is not None else ds
 
 
+def train_tiny(runs_dir):
+    """A tiny DETR trained on the synthetic scenes (the app's data patched only while it trains)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(DetectionApp, "scenes", _scenes)
+        patch.setattr(DetectionApp, "scene_count", lambda self, config, split: 15)
+        keras.utils.set_random_seed(0)
+        config = DetectionConfig(**TINY, epochs=10, runs_dir=str(runs_dir), run_name="tiny")
+        return config, train(DetectionApp(), config, command="pytest")
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     patch = pytest.MonkeyPatch()
     patch.setattr(DetectionApp, "scenes", _scenes)
-    patch.setattr(DetectionApp, "scene_count", lambda self, config, split: 15)
-    keras.utils.set_random_seed(0)
-    config = DetectionConfig(**TINY, epochs=10, runs_dir=str(tmp_path_factory.mktemp("runs")), run_name="tiny")
-    result = train(DetectionApp(), config, command="pytest")
-    yield config, result
+    yield train_tiny(tmp_path_factory.mktemp("runs"))
     patch.undo()
 
 
