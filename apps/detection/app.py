@@ -222,11 +222,24 @@ class DetectionApp(App):
         detections = []
         for images, _ in self._dataset(config, "test"):
             detections.extend(self.detections(model(images, training=False)))
+        return {**coco_box_ap(self.truth(config, "test"), detections, config.image_size), **self.comparisons(config)}
+
+    # --- the release on the test split (``tfsuite evaluate detection`` without --checkpoint) -------------
+
+    def test_examples(self, config):
+        images = [tf.io.encode_png(e["image"]).numpy() for e in self.scenes(config, "test").as_numpy_iterator()]
+        return {"image_bytes": images}, self.truth(config, "test")
+
+    def score(self, predictions, references, config):
+        return coco_box_ap(references, predictions, config.image_size)
+
+    def release_predictions(self, outputs):
+        return [list(zip(classes, scores, boxes)) for classes, scores, boxes in
+                zip(outputs["detection_classes"], outputs["detection_scores"], outputs["detection_boxes"])]
+
+    def comparisons(self, config):
         truth = self.truth(config, "test")
-        results = coco_box_ap(truth, detections, config.image_size)
-        results.update({f"prior_{k}": v for k, v in coco_box_ap(truth, self.prior(config, len(truth)),
-                                                                 config.image_size).items()})
-        return results
+        return {f"prior_{k}": v for k, v in coco_box_ap(truth, self.prior(config, len(truth)), config.image_size).items()}
 
     # --- serving: image bytes -> boxes, scores, classes ---------------------------------------------------
 
