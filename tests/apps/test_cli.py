@@ -60,7 +60,7 @@ class _Capture:
 def test_registry_lists_apps_and_rejects_unknown_names():
     assert "fashion_mnist" in app_names()
     assert get_app("fashion_mnist").name == "fashion_mnist"
-    with pytest.raises(UnknownAppError, match="unknown app 'mnist'; available apps: code_generation, fashion_mnist"):
+    with pytest.raises(UnknownAppError, match="unknown app 'mnist'; available apps: captioning, clip, code_generation, detection, fashion_mnist"):
         get_app("mnist")
 
 
@@ -121,7 +121,7 @@ def test_command_help_lists_apps_and_fields(capsys):
     "argv, message",
     [
         (["fit", "fashion_mnist"], "unknown command 'fit'; commands: train, evaluate, export, serve, demo, data"),
-        (["train", "mnist"], "unknown app 'mnist'; available apps: code_generation, fashion_mnist"),
+        (["train", "mnist"], "unknown app 'mnist'; available apps: captioning, clip, code_generation, detection, fashion_mnist"),
         (["train"], "`tfsuite train` needs an app"),
         (["train", "fashion_mnist", "--batch-sise", "8"], "unknown option(s) --batch-sise"),
         (["train", "fashion_mnist", "--epochs", "x"], "--epochs expects int, got 'x'"),
