@@ -1,0 +1,172 @@
+"""Section 7.1, sparse attention: Longformer's sliding window with global tokens, computed blockwise.
+
+Full self-attention scores every pair of ``n`` tokens: ``O(n^2)`` time and
+memory. Longformer (Beltagy et al., 2020) lets token ``i`` attend only to the
+tokens within ``w`` positions of it, plus a few **global** tokens (here the
+first ``g`` positions, as a [CLS] token or a question) that attend to every
+token and are attended by every token::
+
+    allowed(i, j) = |i - j| <= w  or  i < g  or  j < g
+    out_i = sum_j softmax_j(q_i k_j / sqrt(d), allowed(i, j)) v_j
+
+Computed **blockwise**, never as an ``n x n`` matrix: the sequence is cut into
+blocks of ``w`` tokens; the queries of block ``b`` are scored against the keys
+of blocks ``b - 1``, ``b`` and ``b + 1`` (the only ones within ``w``), a
+``(w, 3w)`` tile, and against the ``g`` global keys; the softmax runs over the
+``3w + g`` scores of each query. Global keys are masked out of the tiles so
+none is counted twice, and the ``g`` global queries get full attention rows
+``(g, n)``. Memory grows as ``n (3w + g)``: linearly in ``n``.
+
+- :func:`longformer_mask`: the dense ``(n, n)`` pattern (for tests and small inputs).
+- :func:`sliding_window_attention`: the blockwise computation on ``(batch, heads, n, d)`` tensors.
+- :class:`LongformerSelfAttention`: the layer, with query/key/value/output projections.
+
+Example:
+>>> layer = LongformerSelfAttention(num_heads=2, key_dim=8, window=4, num_global=1)
+>>> tuple(layer(np.zeros((2, 19, 16), "float32")).shape)
+(2, 19, 16)
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+from layers.perceptron import Dense
+from layers.validation import check_positive_int, check_rank
+
+__all__ = ["LongformerSelfAttention", "longformer_mask", "sliding_window_attention"]
+
+_MASK_VALUE = -1e9
+
+
+def longformer_mask(length, window, num_global=0):
+    """The dense ``(length, length)`` bool pattern of :func:`sliding_window_attention` (True: may attend)."""
+    i = np.arange(length)[:, None]
+    j = np.arange(length)[None, :]
+    return (np.abs(i - j) <= window) | (i < num_global) | (j < num_global)
+
+
+def sliding_window_attention(query, key, value, window, num_global=0, padding_mask=None):
+    """Blockwise Longformer attention (module docstring) on ``(batch, heads, n, d)`` query, key and value.
+
+    Args:
+        query, key, value: float ``(batch, heads, n, d)``.
+        window: int >= 1, ``w``: each token sees the tokens within ``w`` positions.
+        num_global: int >= 0, ``g``: the first ``g`` positions are global.
+        padding_mask: bool ``(batch, n)`` or None; False marks padding (never attended).
+
+    Returns: ``(batch, heads, n, d)``.
+    """
+    batch, heads, n, depth = (ops.shape(query)[0], ops.shape(query)[1], query.shape[2], query.shape[3])
+    if n is None:
+        raise ValueError("sliding_window_attention needs a known sequence length (the block layout depends on it)")
+    w, g = int(window), int(num_global)
+    blocks = -(-n // w)
+    padded = blocks * w
+    scale = ops.cast(1.0 / math.sqrt(depth), query.dtype)
+    query = query * scale
+    valid = ops.ones((batch, n), "bool") if padding_mask is None else ops.cast(padding_mask, "bool")
+
+    def pad_sequence(x, before, after):
+        return ops.pad(x, [(0, 0), (0, 0), (before, after), (0, 0)])
+
+    # Query blocks (b, h, B, w, d); key/value tiles of blocks b-1, b, b+1: (b, h, B, 3w, d).
+    q = ops.reshape(pad_sequence(query, 0, padded - n), (batch, heads, blocks, w, depth))
+
+    def tiles(x):
+        x = pad_sequence(x, w, padded - n + w)  # one empty block before, one after
+        x = ops.reshape(x, (batch, heads, blocks + 2, w, depth))
+        return ops.concatenate([x[:, :, :-2], x[:, :, 1:-1], x[:, :, 2:]], axis=3)
+
+    k_tiles, v_tiles = tiles(key), tiles(value)
+    # Which keys each query may score in its tile: window, real, not padding, not global (counted apart).
+    positions = np.arange(blocks)[:, None, None] * w + np.arange(w)[None, :, None]  # query i
+    keys = np.arange(blocks)[:, None, None] * w - w + np.arange(3 * w)[None, None, :]  # key j
+    static = (np.abs(positions - keys) <= w) & (keys >= max(g, 0)) & (keys < n)
+    key_valid = ops.pad(valid, [(0, 0), (w, padded - n + w)])
+    key_valid = ops.reshape(key_valid, (batch, blocks + 2, w))
+    key_valid = ops.concatenate([key_valid[:, :-2], key_valid[:, 1:-1], key_valid[:, 2:]], axis=2)  # (b, B, 3w)
+    tile_mask = ops.logical_and(ops.convert_to_tensor(static)[None], key_valid[:, :, None, :])  # (b, B, w, 3w)
+
+    scores = ops.einsum("bhnqd,bhnkd->bhnqk", q, k_tiles)
+    scores = ops.where(tile_mask[:, None], scores, ops.cast(_MASK_VALUE, scores.dtype))
+    if g:
+        global_keys, global_values = key[:, :, :g], value[:, :, :g]
+        global_scores = ops.einsum("bhnqd,bhkd->bhnqk", q, global_keys)
+        global_valid = valid[:, None, None, None, :g]
+        global_scores = ops.where(global_valid, global_scores, ops.cast(_MASK_VALUE, scores.dtype))
+        scores = ops.concatenate([scores, global_scores], axis=-1)
+    weights = ops.cast(ops.softmax(ops.cast(scores, "float32"), axis=-1), query.dtype)
+    out = ops.einsum("bhnqk,bhnkd->bhnqd", weights[..., : 3 * w], v_tiles)
+    if g:
+        out = out + ops.einsum("bhnqk,bhkd->bhnqd", weights[..., 3 * w:], global_values)
+    out = ops.reshape(out, (batch, heads, padded, depth))[:, :, :n]
+    if g:
+        # Global queries attend to every real token: g full rows.
+        rows = ops.einsum("bhqd,bhkd->bhqk", query[:, :, :g], key)
+        rows = ops.where(valid[:, None, None, :], rows, ops.cast(_MASK_VALUE, rows.dtype))
+        rows = ops.cast(ops.softmax(ops.cast(rows, "float32"), axis=-1), query.dtype)
+        out = ops.concatenate([ops.einsum("bhqk,bhkd->bhqd", rows, value), out[:, :, g:]], axis=2)
+    return out
+
+
+@keras.saving.register_keras_serializable(package="tfsuite")
+class LongformerSelfAttention(keras.layers.Layer):
+    """Section 7.1, Longformer self-attention: multi-head attention over :func:`sliding_window_attention`.
+
+    ``Q, K, V = x W_q, x W_k, x W_v`` split into ``num_heads`` heads of ``key_dim``;
+    each head attends over the sliding window of ``window`` tokens each side
+    and the ``num_global`` first tokens; heads concatenated, then ``W_o``.
+
+    Args:
+        num_heads: int.
+        key_dim: int, the size of each head.
+        window: int >= 1, one-sided window ``w``.
+        num_global: int >= 0, global tokens at the start. Default 0.
+
+    Call arguments: ``x`` ``(batch, n, d_model)`` with ``n`` known; ``padding_mask`` bool ``(batch, n)`` or None.
+
+    Output: ``(batch, n, d_model)``.
+    """
+
+    def __init__(self, num_heads, key_dim, window, num_global=0, **kwargs):
+        super().__init__(**kwargs)
+        self.num_heads = check_positive_int("LongformerSelfAttention num_heads", num_heads)
+        self.key_dim = check_positive_int("LongformerSelfAttention key_dim", key_dim)
+        self.window = check_positive_int("LongformerSelfAttention window", window)
+        if int(num_global) != num_global or num_global < 0:
+            raise ValueError(f"LongformerSelfAttention num_global must be an int >= 0, got {num_global!r}")
+        self.num_global = int(num_global)
+
+    def build(self, input_shape):
+        check_rank("LongformerSelfAttention", input_shape, 3, "(batch, n, d_model)")
+        width = self.num_heads * self.key_dim
+        self.query_dense, self.key_dense, self.value_dense = (
+            Dense(width, dtype=self.dtype_policy, name=name) for name in ("query", "key", "value")
+        )
+        self.output_dense = Dense(input_shape[-1], dtype=self.dtype_policy, name="attention_output")
+        for layer in (self.query_dense, self.key_dense, self.value_dense):
+            layer.build(input_shape)
+        self.output_dense.build((*input_shape[:-1], width))
+
+    def _heads(self, x):
+        x = ops.reshape(x, (ops.shape(x)[0], x.shape[1], self.num_heads, self.key_dim))
+        return ops.transpose(x, (0, 2, 1, 3))
+
+    def call(self, x, padding_mask=None):
+        check_rank("LongformerSelfAttention", x.shape, 3, "(batch, n, d_model)")
+        q, k, v = (self._heads(layer(x)) for layer in (self.query_dense, self.key_dense, self.value_dense))
+        out = sliding_window_attention(q, k, v, self.window, self.num_global, padding_mask)
+        out = ops.reshape(ops.transpose(out, (0, 2, 1, 3)), (ops.shape(x)[0], x.shape[1], self.num_heads * self.key_dim))
+        return self.output_dense(out)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "num_heads": self.num_heads, "key_dim": self.key_dim, "window": self.window,
+                "num_global": self.num_global}

@@ -1,0 +1,69 @@
+"""Longformer attention (section 7.1): the blockwise computation equals dense attention under the same
+pattern, equals full attention when the window covers the sequence, and passes the layer contract."""
+
+import numpy as np
+import pytest
+from keras import ops
+
+from layers.attention import scaled_dot_product_attention
+from layers.sparse_attention import LongformerSelfAttention, longformer_mask, sliding_window_attention
+from tests.layer_harness import run_layer_contract
+
+RNG = np.random.default_rng(0)
+
+
+def _qkv(batch, heads, n, depth):
+    return [RNG.normal(size=(batch, heads, n, depth)).astype("float32") for _ in range(3)]
+
+
+def _dense(q, k, v, mask):
+    return ops.convert_to_numpy(scaled_dot_product_attention(q, k, v, mask=mask)[0])
+
+
+@pytest.mark.parametrize("n, window, num_global", [(16, 4, 0), (19, 4, 1), (23, 3, 2), (7, 2, 3), (5, 8, 0)])
+def test_blockwise_equals_dense_attention_with_the_longformer_mask(n, window, num_global):
+    q, k, v = _qkv(2, 3, n, 8)
+    lengths = np.array([n, max(num_global + 1, n - 4)])
+    padding = np.arange(n)[None] < lengths[:, None]
+    mask = longformer_mask(n, window, num_global)[None, None] & padding[:, None, None, :]
+    expected = _dense(q, k, v, mask)
+    got = ops.convert_to_numpy(sliding_window_attention(q, k, v, window, num_global, padding))
+    for row, length in enumerate(lengths):  # padded queries are don't-cares
+        np.testing.assert_allclose(got[row, :, :length], expected[row, :, :length], atol=1e-5)
+
+
+def test_a_window_covering_the_sequence_is_full_attention():
+    q, k, v = _qkv(1, 2, 12, 4)
+    full = _dense(q, k, v, None)
+    np.testing.assert_allclose(ops.convert_to_numpy(sliding_window_attention(q, k, v, 12)), full, atol=1e-5)
+    assert longformer_mask(12, 12).all()
+
+
+def test_the_pattern_is_the_window_plus_global_rows_and_columns():
+    mask = longformer_mask(6, 1, 1)
+    assert mask[0].all() and mask[:, 0].all()
+    assert mask[3].tolist() == [True, False, True, True, True, False]
+
+
+def test_layer_contract_against_dense_attention_with_its_own_weights():
+    x = RNG.normal(size=(2, 13, 16)).astype("float32")
+
+    def reference(layer, x):
+        def heads(t):
+            return np.transpose(t.reshape(2, 13, 2, 8), (0, 2, 1, 3))
+
+        q, k, v = (heads(ops.convert_to_numpy(d(x))) for d in (layer.query_dense, layer.key_dense, layer.value_dense))
+        out = _dense(q, k, v, longformer_mask(13, 3, 1)[None, None])
+        return layer.output_dense(np.transpose(out, (0, 2, 1, 3)).reshape(2, 13, 16))
+
+    run_layer_contract(lambda: LongformerSelfAttention(2, 8, window=3, num_global=1), x,
+                       expected_output_shape=(2, 13, 16), reference=reference, reference_uses_layer=True)
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(ValueError, match="window"):
+        LongformerSelfAttention(2, 8, window=0)
+    with pytest.raises(ValueError, match="num_global"):
+        LongformerSelfAttention(2, 8, window=2, num_global=-1)
+    with pytest.raises(ValueError, match="rank|dimensions|\\(batch, n, d_model\\)"):
+        LongformerSelfAttention(2, 8, window=2)(np.zeros((2, 5), "float32"))
