@@ -279,6 +279,11 @@ class App(abc.ABC):
         answer.note = released.note
         return answer
 
+    def stream_view(self, text, request, releases):
+        """What a streaming tab (``streaming = True``) shows after each token: the text so far by default;
+        an app with more outputs returns them too (captioning: the image with its detected boxes)."""
+        return text
+
     @abc.abstractmethod
     def preprocess(self, *ui_values) -> dict:
         """UI input values -> the serving signature's inputs (a dict of arrays).

@@ -904,10 +904,6 @@ class Seq2SeqApp(App):
         first = np.asarray(outputs[self.names.output]).reshape(-1)[0]
         return first.decode("utf-8") if isinstance(first, bytes) else str(first)
 
-    def stream_view(self, text, request, releases):
-        """What the streaming tab shows after each token: the text so far (apps with more outputs add them)."""
-        return text
-
     def load_release(self, models_dir):
         from apps.releases import GenerationReleases
 

@@ -1,4 +1,4 @@
-"""Section 7.1, sparse attention: Longformer's sliding window with global tokens, computed blockwise.
+"""Section 7.1, sparse attention: Longformer's sliding window and BigBird's block pattern, computed blockwise.
 
 Full self-attention scores every pair of ``n`` tokens: ``O(n^2)`` time and
 memory. Longformer (Beltagy et al., 2020) lets token ``i`` attend only to the
@@ -20,6 +20,10 @@ none is counted twice, and the ``g`` global queries get full attention rows
 - :func:`longformer_mask`: the dense ``(n, n)`` pattern (for tests and small inputs).
 - :func:`sliding_window_attention`: the blockwise computation on ``(batch, heads, n, d)`` tensors.
 - :class:`LongformerSelfAttention`: the layer, with query/key/value/output projections.
+- BigBird (Zaheer et al., 2020): the same tiles at block level (a query block sees its own and the two
+  neighbouring key blocks), plus ``r`` random key blocks per query block drawn once
+  (:func:`bigbird_random_blocks`) and the global tokens: :func:`block_sparse_attention`,
+  :func:`bigbird_mask`, :class:`BigBirdSelfAttention`. Memory ``n ((3 + r) b + g)``.
 
 Example:
 >>> layer = LongformerSelfAttention(num_heads=2, key_dim=8, window=4, num_global=1)
@@ -38,7 +42,10 @@ from keras import ops
 from layers.perceptron import Dense
 from layers.validation import check_positive_int, check_rank
 
-__all__ = ["LongformerSelfAttention", "longformer_mask", "sliding_window_attention"]
+__all__ = [
+    "BigBirdSelfAttention", "LongformerSelfAttention", "bigbird_mask", "bigbird_random_blocks", "block_sparse_attention", "longformer_mask",
+    "sliding_window_attention",
+]
 
 _MASK_VALUE = -1e9
 
@@ -61,6 +68,59 @@ def sliding_window_attention(query, key, value, window, num_global=0, padding_ma
 
     Returns: ``(batch, heads, n, d)``.
     """
+    return _blockwise_attention(query, key, value, window, num_global, padding_mask, token_window=True)
+
+
+def bigbird_random_blocks(length, block, num_random, num_global=0, seed=0):
+    """BigBird's random key blocks: for each query block, ``num_random`` distinct blocks outside its window.
+
+    Drawn once (NumPy, ``seed``) and fixed, so training and serving see one pattern; blocks holding only
+    global tokens are left out (those keys are always attended). Returns int ``(blocks, num_random)``.
+    """
+    blocks = -(-length // block)
+    first = num_global // block  # blocks made only of global tokens
+    rng = np.random.default_rng(seed)
+    rows = []
+    for b in range(blocks):
+        choices = [c for c in range(first, blocks) if abs(c - b) > 1]
+        if len(choices) < num_random:
+            raise ValueError(
+                f"BigBird: {blocks} blocks of {block} leave block {b} only {len(choices)} blocks outside its window "
+                f"for num_random={num_random}; use a longer input, smaller blocks or fewer random blocks"
+            )
+        rows.append(sorted(rng.choice(choices, size=num_random, replace=False)) if num_random else [])
+    return np.array(rows, dtype="int32").reshape(blocks, num_random)
+
+
+def bigbird_mask(length, block, num_global=0, random_blocks=None):
+    """The dense ``(length, length)`` bool pattern of :func:`block_sparse_attention`."""
+    query_block = np.arange(length)[:, None] // block
+    key_block = np.arange(length)[None, :] // block
+    allowed = np.abs(query_block - key_block) <= 1
+    if random_blocks is not None and random_blocks.size:
+        allowed = allowed | (random_blocks[query_block[:, 0]][:, :, None] == key_block[:, None, :]).any(axis=1)
+    i, j = np.arange(length)[:, None], np.arange(length)[None, :]
+    return allowed | (i < num_global) | (j < num_global)
+
+
+def block_sparse_attention(query, key, value, block, num_global=0, random_blocks=None, padding_mask=None):
+    """BigBird attention (Zaheer et al., 2020), blockwise: each query block sees its own and the two
+    neighbouring key blocks, ``random_blocks[b]`` further blocks, and the global tokens.
+
+    Args:
+        query, key, value: float ``(batch, heads, n, d)``.
+        block: int >= 1, the block size.
+        num_global: int >= 0, the first positions that attend and are attended everywhere.
+        random_blocks: int ``(blocks, r)`` from :func:`bigbird_random_blocks`, or None (no random blocks).
+        padding_mask: bool ``(batch, n)`` or None.
+
+    Returns: ``(batch, heads, n, d)``.
+    """
+    return _blockwise_attention(query, key, value, block, num_global, padding_mask, token_window=False,
+                                random_blocks=random_blocks)
+
+
+def _blockwise_attention(query, key, value, window, num_global, padding_mask, token_window, random_blocks=None):
     batch, heads, n, depth = (ops.shape(query)[0], ops.shape(query)[1], query.shape[2], query.shape[3])
     if n is None:
         raise ValueError("sliding_window_attention needs a known sequence length (the block layout depends on it)")
@@ -86,11 +146,31 @@ def sliding_window_attention(query, key, value, window, num_global=0, padding_ma
     # Which keys each query may score in its tile: window, real, not padding, not global (counted apart).
     positions = np.arange(blocks)[:, None, None] * w + np.arange(w)[None, :, None]  # query i
     keys = np.arange(blocks)[:, None, None] * w - w + np.arange(3 * w)[None, None, :]  # key j
-    static = (np.abs(positions - keys) <= w) & (keys >= max(g, 0)) & (keys < n)
+    near = (np.abs(positions - keys) <= w) if token_window else np.ones_like(positions - keys, bool)
+    static = near & (keys >= max(g, 0)) & (keys < n)
     key_valid = ops.pad(valid, [(0, 0), (w, padded - n + w)])
     key_valid = ops.reshape(key_valid, (batch, blocks + 2, w))
     key_valid = ops.concatenate([key_valid[:, :-2], key_valid[:, 1:-1], key_valid[:, 2:]], axis=2)  # (b, B, 3w)
-    tile_mask = ops.logical_and(ops.convert_to_tensor(static)[None], key_valid[:, :, None, :])  # (b, B, w, 3w)
+    if random_blocks is not None and np.size(random_blocks):
+        # BigBird's random blocks: whole key blocks gathered per query block, appended to its tile.
+        random_blocks = np.asarray(random_blocks, "int32")
+        extra = random_blocks.shape[1] * w
+
+        def gathered(x):
+            x = ops.reshape(pad_sequence(x, 0, padded - n), (batch, heads, blocks, w, depth))
+            x = ops.take(x, ops.convert_to_tensor(random_blocks.reshape(-1)), axis=2)
+            return ops.reshape(x, (batch, heads, blocks, extra, depth))
+
+        k_tiles = ops.concatenate([k_tiles, gathered(key)], axis=3)
+        v_tiles = ops.concatenate([v_tiles, gathered(value)], axis=3)
+        random_keys = (random_blocks[:, :, None] * w + np.arange(w)).reshape(blocks, 1, extra)
+        static = np.concatenate([static, np.broadcast_to((random_keys >= g) & (random_keys < n), (blocks, w, extra))], 2)
+        block_valid = ops.reshape(ops.pad(valid, [(0, 0), (0, padded - n)]), (batch, blocks, w))
+        random_valid = ops.reshape(ops.take(block_valid, ops.convert_to_tensor(random_blocks.reshape(-1)), axis=1),
+                                   (batch, blocks, extra))
+        key_valid = ops.concatenate([key_valid, random_valid], axis=2)
+    tile_mask = ops.logical_and(ops.convert_to_tensor(static)[None], key_valid[:, :, None, :])  # (b, B, w, keys)
+    local = static.shape[-1]
 
     scores = ops.einsum("bhnqd,bhnkd->bhnqk", q, k_tiles)
     scores = ops.where(tile_mask[:, None], scores, ops.cast(_MASK_VALUE, scores.dtype))
@@ -101,9 +181,9 @@ def sliding_window_attention(query, key, value, window, num_global=0, padding_ma
         global_scores = ops.where(global_valid, global_scores, ops.cast(_MASK_VALUE, scores.dtype))
         scores = ops.concatenate([scores, global_scores], axis=-1)
     weights = ops.cast(ops.softmax(ops.cast(scores, "float32"), axis=-1), query.dtype)
-    out = ops.einsum("bhnqk,bhnkd->bhnqd", weights[..., : 3 * w], v_tiles)
+    out = ops.einsum("bhnqk,bhnkd->bhnqd", weights[..., :local], v_tiles)
     if g:
-        out = out + ops.einsum("bhnqk,bhkd->bhnqd", weights[..., 3 * w:], global_values)
+        out = out + ops.einsum("bhnqk,bhkd->bhnqd", weights[..., local:], global_values)
     out = ops.reshape(out, (batch, heads, padded, depth))[:, :, :n]
     if g:
         # Global queries attend to every real token: g full rows.
@@ -170,3 +250,36 @@ class LongformerSelfAttention(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "num_heads": self.num_heads, "key_dim": self.key_dim, "window": self.window,
                 "num_global": self.num_global}
+
+
+@keras.saving.register_keras_serializable(package="tfsuite")
+class BigBirdSelfAttention(LongformerSelfAttention):
+    """Section 7.1, BigBird self-attention: :class:`LongformerSelfAttention` with block-level windows and
+    ``num_random`` random key blocks per query block (:func:`block_sparse_attention`).
+
+    Args:
+        num_heads, key_dim, num_global: as :class:`LongformerSelfAttention`.
+        block: int >= 1, the block size (the window is the block and its two neighbours).
+        num_random: int >= 0, random key blocks per query block. Default 1.
+        seed: int, the random blocks' seed (fixed per input length). Default 0.
+    """
+
+    def __init__(self, num_heads, key_dim, block, num_global=0, num_random=1, seed=0, **kwargs):
+        super().__init__(num_heads, key_dim, window=block, num_global=num_global, **kwargs)
+        if int(num_random) != num_random or num_random < 0:
+            raise ValueError(f"BigBirdSelfAttention num_random must be an int >= 0, got {num_random!r}")
+        self.num_random = int(num_random)
+        self.seed = int(seed)
+
+    def call(self, x, padding_mask=None):
+        check_rank("BigBirdSelfAttention", x.shape, 3, "(batch, n, d_model)")
+        random_blocks = bigbird_random_blocks(x.shape[1], self.window, self.num_random, self.num_global, self.seed)
+        q, k, v = (self._heads(layer(x)) for layer in (self.query_dense, self.key_dense, self.value_dense))
+        out = block_sparse_attention(q, k, v, self.window, self.num_global, random_blocks, padding_mask)
+        out = ops.reshape(ops.transpose(out, (0, 2, 1, 3)), (ops.shape(x)[0], x.shape[1], self.num_heads * self.key_dim))
+        return self.output_dense(out)
+
+    def get_config(self):
+        config = super().get_config()
+        config["block"] = config.pop("window")
+        return {**config, "num_random": self.num_random, "seed": self.seed}

@@ -67,3 +67,48 @@ def test_bad_arguments_are_refused():
         LongformerSelfAttention(2, 8, window=2, num_global=-1)
     with pytest.raises(ValueError, match="rank|dimensions|\\(batch, n, d_model\\)"):
         LongformerSelfAttention(2, 8, window=2)(np.zeros((2, 5), "float32"))
+
+
+@pytest.mark.parametrize("n, block, num_global, num_random", [(24, 4, 0, 1), (30, 4, 2, 2), (29, 3, 1, 3), (28, 4, 5, 1)])
+def test_bigbird_blockwise_equals_dense_attention_with_its_mask(n, block, num_global, num_random):
+    from layers.sparse_attention import bigbird_mask, bigbird_random_blocks, block_sparse_attention
+
+    q, k, v = _qkv(2, 2, n, 8)
+    random_blocks = bigbird_random_blocks(n, block, num_random, num_global, seed=n)
+    lengths = np.array([n, n - 5])
+    padding = np.arange(n)[None] < lengths[:, None]
+    mask = bigbird_mask(n, block, num_global, random_blocks)[None, None] & padding[:, None, None, :]
+    got = ops.convert_to_numpy(block_sparse_attention(q, k, v, block, num_global, random_blocks, padding))
+    expected = _dense(q, k, v, mask)
+    for row, length in enumerate(lengths):
+        np.testing.assert_allclose(got[row, :, :length], expected[row, :, :length], atol=1e-5)
+    # The random blocks lie outside each block's window, are distinct, and are fixed by the seed.
+    blocks = np.arange(len(random_blocks))[:, None]
+    assert (np.abs(random_blocks - blocks) > 1).all()
+    assert all(len(set(row)) == num_random for row in random_blocks.tolist())
+    np.testing.assert_array_equal(random_blocks, bigbird_random_blocks(n, block, num_random, num_global, seed=n))
+
+
+def test_bigbird_refuses_more_random_blocks_than_the_input_has():
+    from layers.sparse_attention import bigbird_random_blocks
+
+    with pytest.raises(ValueError, match="outside its window"):
+        bigbird_random_blocks(12, 4, 1)
+
+
+def test_bigbird_layer_contract_against_dense_attention_with_its_own_weights():
+    from layers.sparse_attention import BigBirdSelfAttention, bigbird_mask, bigbird_random_blocks
+
+    x = RNG.normal(size=(2, 24, 16)).astype("float32")
+
+    def reference(layer, x):
+        def heads(t):
+            return np.transpose(t.reshape(2, 24, 2, 8), (0, 2, 1, 3))
+
+        q, k, v = (heads(ops.convert_to_numpy(d(x))) for d in (layer.query_dense, layer.key_dense, layer.value_dense))
+        mask = bigbird_mask(24, 4, 1, bigbird_random_blocks(24, 4, 1, 1, seed=3))
+        out = _dense(q, k, v, mask[None, None])
+        return layer.output_dense(np.transpose(out, (0, 2, 1, 3)).reshape(2, 24, 16))
+
+    run_layer_contract(lambda: BigBirdSelfAttention(2, 8, block=4, num_global=1, num_random=1, seed=3), x,
+                       expected_output_shape=(2, 24, 16), reference=reference, reference_uses_layer=True)
