@@ -33,6 +33,7 @@ import keras
 from keras import ops
 
 from layers.dropout import Dropout
+from layers.perceptron import Dense
 from layers.validation import check_choice, check_positive_float, check_positive_int, check_rank
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "ScaledDotProductAttention",
     "SelfAttention",
     "MultiHeadAttention",
+    "ProjectedHeadsAttention",
 ]
 
 # Stands in for the textbook's -inf: exp(-1e9 - max) is exactly 0 in float32, and
@@ -641,3 +643,46 @@ class MultiHeadAttention(keras.layers.Layer):
                 else keras.initializers.serialize(self.output_kernel_initializer)
             ),
         }
+
+
+class ProjectedHeadsAttention(keras.layers.Layer):
+    """Query/key/value/output projections around ``attend(q, k, v, padding_mask)`` on ``(batch, heads, n, d)``.
+
+    The shared shell of the section 7.1 layers (``layers.sparse_attention``, ``layers.linear_attention``):
+    a subclass defines ``attend``; call takes ``x`` ``(batch, n, d_model)`` and ``padding_mask`` ``(batch, n)``.
+    """
+
+    def __init__(self, num_heads, key_dim, **kwargs):
+        super().__init__(**kwargs)
+        name = type(self).__name__
+        self.num_heads = check_positive_int(f"{name} num_heads", num_heads)
+        self.key_dim = check_positive_int(f"{name} key_dim", key_dim)
+
+    def build(self, input_shape):
+        check_rank(type(self).__name__, input_shape, 3, "(batch, n, d_model)")
+        width = self.num_heads * self.key_dim
+        self.query_dense, self.key_dense, self.value_dense = (
+            Dense(width, dtype=self.dtype_policy, name=name) for name in ("query", "key", "value")
+        )
+        self.output_dense = Dense(input_shape[-1], dtype=self.dtype_policy, name="attention_output")
+        for layer in (self.query_dense, self.key_dense, self.value_dense):
+            layer.build(input_shape)
+        self.output_dense.build((*input_shape[:-1], width))
+
+    def _heads(self, x):
+        length = x.shape[1] if x.shape[1] is not None else -1  # keep a known length static (Linformer needs it)
+        x = ops.reshape(x, (ops.shape(x)[0], length, self.num_heads, self.key_dim))
+        return ops.transpose(x, (0, 2, 1, 3))
+
+    def call(self, x, padding_mask=None):
+        check_rank(type(self).__name__, x.shape, 3, "(batch, n, d_model)")
+        q, k, v = (self._heads(layer(x)) for layer in (self.query_dense, self.key_dense, self.value_dense))
+        out = self.attend(q, k, v, padding_mask)
+        out = ops.reshape(ops.transpose(out, (0, 2, 1, 3)), (ops.shape(x)[0], -1, self.num_heads * self.key_dim))
+        return self.output_dense(out)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "num_heads": self.num_heads, "key_dim": self.key_dim}

@@ -38,8 +38,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from layers.perceptron import Dense
-from layers.validation import check_positive_int, check_rank
+from layers.attention import ProjectedHeadsAttention
+from layers.validation import check_positive_int
 
 __all__ = [
     "LinformerAttention", "PerformerAttention", "causal_performer_recurrence", "favor_attention",
@@ -116,47 +116,8 @@ def causal_performer_recurrence(query, key, value, projection):
     return out
 
 
-class _HeadsAttention(keras.layers.Layer):
-    """Query/key/value/output projections around an attention function of ``(batch, heads, n, d)`` tensors."""
-
-    def __init__(self, num_heads, key_dim, **kwargs):
-        super().__init__(**kwargs)
-        name = type(self).__name__
-        self.num_heads = check_positive_int(f"{name} num_heads", num_heads)
-        self.key_dim = check_positive_int(f"{name} key_dim", key_dim)
-
-    def build(self, input_shape):
-        check_rank(type(self).__name__, input_shape, 3, "(batch, n, d_model)")
-        width = self.num_heads * self.key_dim
-        self.query_dense, self.key_dense, self.value_dense = (
-            Dense(width, dtype=self.dtype_policy, name=name) for name in ("query", "key", "value")
-        )
-        self.output_dense = Dense(input_shape[-1], dtype=self.dtype_policy, name="attention_output")
-        for layer in (self.query_dense, self.key_dense, self.value_dense):
-            layer.build(input_shape)
-        self.output_dense.build((*input_shape[:-1], width))
-
-    def _heads(self, x):
-        length = x.shape[1] if x.shape[1] is not None else -1  # keep a known length static (Linformer needs it)
-        x = ops.reshape(x, (ops.shape(x)[0], length, self.num_heads, self.key_dim))
-        return ops.transpose(x, (0, 2, 1, 3))
-
-    def call(self, x, padding_mask=None):
-        check_rank(type(self).__name__, x.shape, 3, "(batch, n, d_model)")
-        q, k, v = (self._heads(layer(x)) for layer in (self.query_dense, self.key_dense, self.value_dense))
-        out = self.attend(q, k, v, padding_mask)
-        out = ops.reshape(ops.transpose(out, (0, 2, 1, 3)), (ops.shape(x)[0], -1, self.num_heads * self.key_dim))
-        return self.output_dense(out)
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)
-
-    def get_config(self):
-        return {**super().get_config(), "num_heads": self.num_heads, "key_dim": self.key_dim}
-
-
 @keras.saving.register_keras_serializable(package="tfsuite")
-class PerformerAttention(_HeadsAttention):
+class PerformerAttention(ProjectedHeadsAttention):
     """Section 7.1, Performer self-attention (FAVOR+, :func:`favor_attention`), bidirectional or causal.
 
     Args:
@@ -181,7 +142,7 @@ class PerformerAttention(_HeadsAttention):
 
 
 @keras.saving.register_keras_serializable(package="tfsuite")
-class LinformerAttention(_HeadsAttention):
+class LinformerAttention(ProjectedHeadsAttention):
     """Section 7.1, Linformer self-attention: keys and values projected along the sequence to ``projected_length``.
 
     Args:

@@ -39,8 +39,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from layers.perceptron import Dense
-from layers.validation import check_positive_int, check_rank
+from layers.attention import ProjectedHeadsAttention
+from layers.validation import check_positive_int
 
 __all__ = [
     "BigBirdSelfAttention", "LongformerSelfAttention", "bigbird_mask", "bigbird_random_blocks", "block_sparse_attention", "longformer_mask",
@@ -195,7 +195,7 @@ def _blockwise_attention(query, key, value, window, num_global, padding_mask, to
 
 
 @keras.saving.register_keras_serializable(package="tfsuite")
-class LongformerSelfAttention(keras.layers.Layer):
+class LongformerSelfAttention(ProjectedHeadsAttention):
     """Section 7.1, Longformer self-attention: multi-head attention over :func:`sliding_window_attention`.
 
     ``Q, K, V = x W_q, x W_k, x W_v`` split into ``num_heads`` heads of ``key_dim``;
@@ -214,42 +214,17 @@ class LongformerSelfAttention(keras.layers.Layer):
     """
 
     def __init__(self, num_heads, key_dim, window, num_global=0, **kwargs):
-        super().__init__(**kwargs)
-        self.num_heads = check_positive_int("LongformerSelfAttention num_heads", num_heads)
-        self.key_dim = check_positive_int("LongformerSelfAttention key_dim", key_dim)
+        super().__init__(num_heads, key_dim, **kwargs)
         self.window = check_positive_int("LongformerSelfAttention window", window)
         if int(num_global) != num_global or num_global < 0:
             raise ValueError(f"LongformerSelfAttention num_global must be an int >= 0, got {num_global!r}")
         self.num_global = int(num_global)
 
-    def build(self, input_shape):
-        check_rank("LongformerSelfAttention", input_shape, 3, "(batch, n, d_model)")
-        width = self.num_heads * self.key_dim
-        self.query_dense, self.key_dense, self.value_dense = (
-            Dense(width, dtype=self.dtype_policy, name=name) for name in ("query", "key", "value")
-        )
-        self.output_dense = Dense(input_shape[-1], dtype=self.dtype_policy, name="attention_output")
-        for layer in (self.query_dense, self.key_dense, self.value_dense):
-            layer.build(input_shape)
-        self.output_dense.build((*input_shape[:-1], width))
-
-    def _heads(self, x):
-        x = ops.reshape(x, (ops.shape(x)[0], x.shape[1], self.num_heads, self.key_dim))
-        return ops.transpose(x, (0, 2, 1, 3))
-
-    def call(self, x, padding_mask=None):
-        check_rank("LongformerSelfAttention", x.shape, 3, "(batch, n, d_model)")
-        q, k, v = (self._heads(layer(x)) for layer in (self.query_dense, self.key_dense, self.value_dense))
-        out = sliding_window_attention(q, k, v, self.window, self.num_global, padding_mask)
-        out = ops.reshape(ops.transpose(out, (0, 2, 1, 3)), (ops.shape(x)[0], x.shape[1], self.num_heads * self.key_dim))
-        return self.output_dense(out)
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)
+    def attend(self, q, k, v, padding_mask):
+        return sliding_window_attention(q, k, v, self.window, self.num_global, padding_mask)
 
     def get_config(self):
-        return {**super().get_config(), "num_heads": self.num_heads, "key_dim": self.key_dim, "window": self.window,
-                "num_global": self.num_global}
+        return {**super().get_config(), "window": self.window, "num_global": self.num_global}
 
 
 @keras.saving.register_keras_serializable(package="tfsuite")
@@ -271,13 +246,9 @@ class BigBirdSelfAttention(LongformerSelfAttention):
         self.num_random = int(num_random)
         self.seed = int(seed)
 
-    def call(self, x, padding_mask=None):
-        check_rank("BigBirdSelfAttention", x.shape, 3, "(batch, n, d_model)")
-        random_blocks = bigbird_random_blocks(x.shape[1], self.window, self.num_random, self.num_global, self.seed)
-        q, k, v = (self._heads(layer(x)) for layer in (self.query_dense, self.key_dense, self.value_dense))
-        out = block_sparse_attention(q, k, v, self.window, self.num_global, random_blocks, padding_mask)
-        out = ops.reshape(ops.transpose(out, (0, 2, 1, 3)), (ops.shape(x)[0], x.shape[1], self.num_heads * self.key_dim))
-        return self.output_dense(out)
+    def attend(self, q, k, v, padding_mask):
+        random_blocks = bigbird_random_blocks(q.shape[2], self.window, self.num_random, self.num_global, self.seed)
+        return block_sparse_attention(q, k, v, self.window, self.num_global, random_blocks, padding_mask)
 
     def get_config(self):
         config = super().get_config()

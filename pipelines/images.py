@@ -58,6 +58,7 @@ __all__ = [
     "make_image_dataset",
     "load_image",
     "read_upload",
+    "decode_resize_batch",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -403,3 +404,12 @@ def read_upload(data):
     buffer = io.BytesIO()
     image.convert("RGB").save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def decode_resize_batch(image_bytes, size):
+    """Encoded images ``(batch,)`` -> float ``(batch, size, size, 3)`` in ``[0, 1]``: the serving graphs' front end
+    (``tf.io.decode_image`` + :func:`resize_image` per row, so images of any size batch together)."""
+    return tf.map_fn(
+        lambda data: resize_image(tf.io.decode_image(data, 3, expand_animations=False), (size, size)),
+        image_bytes, fn_output_signature=tf.TensorSpec((size, size, 3), tf.float32),
+    )

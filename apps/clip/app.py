@@ -41,7 +41,7 @@ from layers.clip import CLIP, CLIPImageEncoder, CLIPLoss, CLIPTextEncoder
 from layers.detr import DETRBackbone
 from layers.pooling import GlobalAveragePooling2D
 from pipelines import tfds_sources
-from pipelines.images import decode_image, resize_image
+from pipelines.images import decode_image, decode_resize_batch, resize_image
 from pipelines.preprocessing import check_string_batch
 from pipelines.text import add_start_end, truncate
 from pipelines.wordpiece import WordpieceTokenizer, learn_wordpiece_vocab
@@ -235,9 +235,7 @@ class ClipApp(App):
 
     def serving_outputs(self, model, inputs, config):
         size = config.image_size
-        images = tf.map_fn(lambda data: resize_image(tf.io.decode_image(data, 3, expand_animations=False), (size, size)),
-                           check_string_batch(inputs["image_bytes"], "image_bytes"),
-                           fn_output_signature=tf.TensorSpec((size, size, 3), tf.float32))
+        images = decode_resize_batch(check_string_batch(inputs["image_bytes"], "image_bytes"), size)
         texts = self.text_inputs(self.tokenizer(config), check_string_batch(inputs["texts"], "texts"), config.text_length)
         logits = model({"images": images, **texts})["logits_per_image"]
         return {"logits_per_image": logits, "probabilities": tf.nn.softmax(logits, axis=-1)}
@@ -292,7 +290,6 @@ def nearest_captions(model_path, images, captions, config):
     size = model.image_encoder.image_shape[0]
     length = model.text_encoder.sequence_length
     app, clip_config = ClipApp(), ClipConfig(text_length=length, eval_batch_size=256)
-    pixels = np.stack([resize_image(tf.io.decode_image(data, 3, expand_animations=False), (size, size)).numpy()
-                       for data in images])
+    pixels = decode_resize_batch(tf.constant(list(images), tf.string), size).numpy()
     scores = app.embed_images(model, pixels, 256) @ app.embed_texts(model, tokenizer, list(captions), clip_config).T
     return [captions[i] for i in np.argmax(scores, axis=1)]

@@ -38,7 +38,7 @@ from apps.detr_loss import DETRLoss
 from layers.detr import DETR, DETRBackbone
 from pipelines import tfds_sources
 from pipelines.corpora.emoji_catalog import GROUPS
-from pipelines.images import decode_image, resize_image
+from pipelines.images import decode_image, decode_resize_batch, resize_image
 from pipelines.preprocessing import check_string_batch
 
 __all__ = ["DetectionApp", "DetectionConfig", "SetLossDETR", "coco_box_ap"]
@@ -204,8 +204,9 @@ class DetectionApp(App):
         return [list(zip(classes[i], scores[i], boxes[i])) for i in range(len(classes))]
 
     def truth(self, config, split):
-        return [[(int(c), b) for c, b in zip(e["labels"], e["boxes"])]
-                for e in self.scenes(config, split).as_numpy_iterator()]
+        """Per scene ``[(class, box)]``; the images are dropped before iterating (never decoded here)."""
+        objects = self.scenes(config, split).map(lambda e: (e["labels"], e["boxes"]))
+        return [[(int(c), b) for c, b in zip(labels, boxes)] for labels, boxes in objects.as_numpy_iterator()]
 
     def prior(self, config, images):
         """The baseline: at each layout cell a box of the mean training size, once per class, scored by frequency."""
@@ -248,9 +249,7 @@ class DetectionApp(App):
 
     def serving_outputs(self, model, inputs, config):
         size = config.image_size
-        images = tf.map_fn(lambda data: resize_image(tf.io.decode_image(data, 3, expand_animations=False), (size, size)),
-                           check_string_batch(inputs["image_bytes"], "image_bytes"),
-                           fn_output_signature=tf.TensorSpec((size, size, 3), tf.float32))
+        images = decode_resize_batch(check_string_batch(inputs["image_bytes"], "image_bytes"), size)
         outputs = model(images, training=False)
         probabilities = tf.nn.softmax(tf.cast(outputs["logits"], tf.float32), axis=-1)[..., :-1]
         cx, cy, w, h = tf.unstack(tf.cast(outputs["boxes"], tf.float32), axis=-1)
