@@ -17,8 +17,12 @@ causal (decoder) form replaces the two sums by prefix sums,
 ``S_i = sum_{j<=i} phi(k_j) v_j^T`` and ``z_i = sum_{j<=i} phi(k_j)``, with
 ``out_i = phi(q_i) S_i / (phi(q_i) . z_i)``: the recurrence an RNN-like
 decoder runs one token at a time (:func:`causal_performer_recurrence`).
-Exponents are shifted by their maximum for stability (per query row; one
-constant for all keys), which cancels in the ratio.
+Exponents are shifted for stability by constants that cancel in the ratio:
+per query row by its maximum; for keys, in the bidirectional form by one
+maximum over all keys, and in the causal form by a constant known before any
+key is seen, ``min(max_w |w|^2 / 2, 60)`` (``w . x - |x|^2 / 2 <= |w|^2 / 2``),
+so that no output depends on a later token, not even through the shift or
+the ``1e-6`` floor against empty denominators (scaled with the same constant).
 
 **Linformer** (Wang et al., 2020): keys and values are projected along the
 sequence by learned ``E, F`` of shape ``(k, n_max)``: ``softmax(Q (E K)^T /
@@ -59,16 +63,24 @@ def orthogonal_random_features(num_features, depth, seed=0):
     return (rows * norms[:, None]).astype("float32")
 
 
-def _features(x, projection, is_query):
+_CAUSAL_KEY_SHIFT_CAP = 60.0  # exp(-60) ~ 1e-26: far from float32/bfloat16 underflow
+
+
+def _features(x, projection, is_query, causal=False):
     """``phi(x)`` of ``(..., n, d)`` inputs already scaled by ``d^-1/4``: ``(..., n, m)``, positive."""
     projected = ops.einsum("...nd,md->...nm", x, projection)
     half_norm = ops.sum(ops.square(x), axis=-1, keepdims=True) / 2.0
     exponent = projected - half_norm
+    floor = 1e-6
     if is_query:
         shift = ops.max(exponent, axis=-1, keepdims=True)  # per query row: cancels in its ratio
+    elif causal:  # a constant fixed by the features alone, so key j's features never depend on keys after it
+        bound = float(np.max(np.sum(np.square(ops.convert_to_numpy(projection).astype("float64")), axis=-1)) / 2.0)
+        shift = ops.cast(min(bound, _CAUSAL_KEY_SHIFT_CAP), exponent.dtype)
+        floor = floor * math.exp(-min(bound, _CAUSAL_KEY_SHIFT_CAP))
     else:
         shift = ops.max(exponent, axis=(-2, -1), keepdims=True)  # one constant for all keys
-    return ops.exp(exponent - ops.stop_gradient(shift)) / math.sqrt(projection.shape[0]) + 1e-6
+    return ops.exp(exponent - ops.stop_gradient(shift)) / math.sqrt(projection.shape[0]) + floor
 
 
 def favor_attention(query, key, value, projection, causal=False, padding_mask=None):
@@ -81,7 +93,7 @@ def favor_attention(query, key, value, projection, causal=False, padding_mask=No
     scale = depth ** -0.25
     projection = ops.cast(ops.convert_to_tensor(projection), query.dtype)
     q = _features(query * scale, projection, True)
-    k = _features(key * scale, projection, False)
+    k = _features(key * scale, projection, False, causal)
     if padding_mask is not None:
         k = k * ops.cast(padding_mask, k.dtype)[:, None, :, None]
     if causal:
@@ -99,12 +111,12 @@ def causal_performer_recurrence(query, key, value, projection):
     """The causal FAVOR+ output computed one position at a time (NumPy): ``S += phi(k_i) v_i^T``, ``z += phi(k_i)``.
 
     The decoder's step-by-step form; :func:`favor_attention` with ``causal=True`` must equal it. Uses the
-    same feature shift as the parallel form (one constant over all keys, known after the sequence is seen).
+    same feature shifts as the causal parallel form (the keys' one fixed by the features alone).
     """
     depth = query.shape[-1]
     scale = depth ** -0.25
     q = ops.convert_to_numpy(_features(query * scale, projection, True))
-    k = ops.convert_to_numpy(_features(key * scale, projection, False))
+    k = ops.convert_to_numpy(_features(key * scale, projection, False, causal=True))
     value = np.asarray(value)
     out = np.zeros_like(value)
     state = np.zeros(q.shape[:2] + (q.shape[-1], value.shape[-1]), np.float64)
@@ -172,8 +184,9 @@ class LinformerAttention(ProjectedHeadsAttention):
         if padding_mask is not None:
             keep = ops.cast(padding_mask, k.dtype)[:, None, :, None]
             k, v = k * keep, v * keep
-        k = ops.einsum("kn,bhnd->bhkd", self.key_projection[:, :n], k)
-        v = ops.einsum("kn,bhnd->bhkd", self.value_projection[:, :n], v)
+        # matmul broadcasting (k, n) over (batch, heads): the einsum form lowers to a reshape TFLite refuses
+        k = ops.matmul(ops.cast(self.key_projection[:, :n], k.dtype), k)
+        v = ops.matmul(ops.cast(self.value_projection[:, :n], v.dtype), v)
         scores = ops.einsum("bhqd,bhkd->bhqk", q, k) / math.sqrt(self.key_dim)
         return ops.einsum("bhqk,bhkd->bhqd", ops.softmax(scores, axis=-1), v)
 

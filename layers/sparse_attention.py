@@ -50,14 +50,15 @@ __all__ = [
 _MASK_VALUE = -1e9
 
 
-def longformer_mask(length, window, num_global=0):
+def longformer_mask(length, window, num_global=0, causal=False):
     """The dense ``(length, length)`` bool pattern of :func:`sliding_window_attention` (True: may attend)."""
     i = np.arange(length)[:, None]
     j = np.arange(length)[None, :]
-    return (np.abs(i - j) <= window) | (i < num_global) | (j < num_global)
+    allowed = (np.abs(i - j) <= window) | (i < num_global) | (j < num_global)
+    return allowed & (j <= i) if causal else allowed
 
 
-def sliding_window_attention(query, key, value, window, num_global=0, padding_mask=None):
+def sliding_window_attention(query, key, value, window, num_global=0, padding_mask=None, causal=False):
     """Blockwise Longformer attention (module docstring) on ``(batch, heads, n, d)`` query, key and value.
 
     Args:
@@ -65,10 +66,12 @@ def sliding_window_attention(query, key, value, window, num_global=0, padding_ma
         window: int >= 1, ``w``: each token sees the tokens within ``w`` positions.
         num_global: int >= 0, ``g``: the first ``g`` positions are global.
         padding_mask: bool ``(batch, n)`` or None; False marks padding (never attended).
+        causal: bool, the decoder's form: token ``i`` also never sees ``j > i`` (global ones included).
 
     Returns: ``(batch, heads, n, d)``.
     """
-    return _blockwise_attention(query, key, value, window, num_global, padding_mask, token_window=True)
+    return _blockwise_attention(query, key, value, window, num_global, padding_mask, token_window=True,
+                                causal=causal)
 
 
 def bigbird_random_blocks(length, block, num_random, num_global=0, seed=0):
@@ -92,7 +95,7 @@ def bigbird_random_blocks(length, block, num_random, num_global=0, seed=0):
     return np.array(rows, dtype="int32").reshape(blocks, num_random)
 
 
-def bigbird_mask(length, block, num_global=0, random_blocks=None):
+def bigbird_mask(length, block, num_global=0, random_blocks=None, causal=False):
     """The dense ``(length, length)`` bool pattern of :func:`block_sparse_attention`."""
     query_block = np.arange(length)[:, None] // block
     key_block = np.arange(length)[None, :] // block
@@ -100,10 +103,12 @@ def bigbird_mask(length, block, num_global=0, random_blocks=None):
     if random_blocks is not None and random_blocks.size:
         allowed = allowed | (random_blocks[query_block[:, 0]][:, :, None] == key_block[:, None, :]).any(axis=1)
     i, j = np.arange(length)[:, None], np.arange(length)[None, :]
-    return allowed | (i < num_global) | (j < num_global)
+    allowed = allowed | (i < num_global) | (j < num_global)
+    return allowed & (j <= i) if causal else allowed
 
 
-def block_sparse_attention(query, key, value, block, num_global=0, random_blocks=None, padding_mask=None):
+def block_sparse_attention(query, key, value, block, num_global=0, random_blocks=None, padding_mask=None,
+                           causal=False):
     """BigBird attention (Zaheer et al., 2020), blockwise: each query block sees its own and the two
     neighbouring key blocks, ``random_blocks[b]`` further blocks, and the global tokens.
 
@@ -113,18 +118,21 @@ def block_sparse_attention(query, key, value, block, num_global=0, random_blocks
         num_global: int >= 0, the first positions that attend and are attended everywhere.
         random_blocks: int ``(blocks, r)`` from :func:`bigbird_random_blocks`, or None (no random blocks).
         padding_mask: bool ``(batch, n)`` or None.
+        causal: bool, never attend to a later position (random blocks after the query block go unused).
 
     Returns: ``(batch, heads, n, d)``.
     """
     return _blockwise_attention(query, key, value, block, num_global, padding_mask, token_window=False,
-                                random_blocks=random_blocks)
+                                random_blocks=random_blocks, causal=causal)
 
 
-def _blockwise_attention(query, key, value, window, num_global, padding_mask, token_window, random_blocks=None):
+def _blockwise_attention(query, key, value, window, num_global, padding_mask, token_window, random_blocks=None,
+                         causal=False):
     batch, heads, n, depth = (ops.shape(query)[0], ops.shape(query)[1], query.shape[2], query.shape[3])
     if n is None:
         raise ValueError("sliding_window_attention needs a known sequence length (the block layout depends on it)")
-    w, g = int(window), int(num_global)
+    # A window (or block) longer than the input covers every pair: full attention, as one tile of n.
+    w, g = min(int(window), n), int(num_global)
     blocks = -(-n // w)
     padded = blocks * w
     scale = ops.cast(1.0 / math.sqrt(depth), query.dtype)
@@ -148,6 +156,8 @@ def _blockwise_attention(query, key, value, window, num_global, padding_mask, to
     keys = np.arange(blocks)[:, None, None] * w - w + np.arange(3 * w)[None, None, :]  # key j
     near = (np.abs(positions - keys) <= w) if token_window else np.ones_like(positions - keys, bool)
     static = near & (keys >= max(g, 0)) & (keys < n)
+    if causal:
+        static = static & (keys <= positions)
     key_valid = ops.pad(valid, [(0, 0), (w, padded - n + w)])
     key_valid = ops.reshape(key_valid, (batch, blocks + 2, w))
     key_valid = ops.concatenate([key_valid[:, :-2], key_valid[:, 1:-1], key_valid[:, 2:]], axis=2)  # (b, B, 3w)
@@ -164,7 +174,8 @@ def _blockwise_attention(query, key, value, window, num_global, padding_mask, to
         k_tiles = ops.concatenate([k_tiles, gathered(key)], axis=3)
         v_tiles = ops.concatenate([v_tiles, gathered(value)], axis=3)
         random_keys = (random_blocks[:, :, None] * w + np.arange(w)).reshape(blocks, 1, extra)
-        static = np.concatenate([static, np.broadcast_to((random_keys >= g) & (random_keys < n), (blocks, w, extra))], 2)
+        random_allowed = (random_keys >= g) & (random_keys < n) & ((random_keys <= positions) if causal else True)
+        static = np.concatenate([static, np.broadcast_to(random_allowed, (blocks, w, extra))], 2)
         block_valid = ops.reshape(ops.pad(valid, [(0, 0), (0, padded - n)]), (batch, blocks, w))
         random_valid = ops.reshape(ops.take(block_valid, ops.convert_to_tensor(random_blocks.reshape(-1)), axis=1),
                                    (batch, blocks, extra))
@@ -178,6 +189,8 @@ def _blockwise_attention(query, key, value, window, num_global, padding_mask, to
         global_keys, global_values = key[:, :, :g], value[:, :, :g]
         global_scores = ops.einsum("bhnqd,bhkd->bhnqk", q, global_keys)
         global_valid = valid[:, None, None, None, :g]
+        if causal:  # (B, w, g): global key j only for queries i >= j
+            global_valid = ops.logical_and(global_valid, ops.convert_to_tensor(np.arange(g) <= positions)[None, None])
         global_scores = ops.where(global_valid, global_scores, ops.cast(_MASK_VALUE, scores.dtype))
         scores = ops.concatenate([scores, global_scores], axis=-1)
     weights = ops.cast(ops.softmax(ops.cast(scores, "float32"), axis=-1), query.dtype)
@@ -188,7 +201,10 @@ def _blockwise_attention(query, key, value, window, num_global, padding_mask, to
     if g:
         # Global queries attend to every real token: g full rows.
         rows = ops.einsum("bhqd,bhkd->bhqk", query[:, :, :g], key)
-        rows = ops.where(valid[:, None, None, :], rows, ops.cast(_MASK_VALUE, rows.dtype))
+        row_valid = valid[:, None, None, :]
+        if causal:
+            row_valid = ops.logical_and(row_valid, ops.convert_to_tensor(np.arange(n)[None, :] <= np.arange(g)[:, None]))
+        rows = ops.where(row_valid, rows, ops.cast(_MASK_VALUE, rows.dtype))
         rows = ops.cast(ops.softmax(ops.cast(rows, "float32"), axis=-1), query.dtype)
         out = ops.concatenate([ops.einsum("bhqk,bhkd->bhqd", rows, value), out[:, :, g:]], axis=2)
     return out
@@ -207,24 +223,29 @@ class LongformerSelfAttention(ProjectedHeadsAttention):
         key_dim: int, the size of each head.
         window: int >= 1, one-sided window ``w``.
         num_global: int >= 0, global tokens at the start. Default 0.
+        causal: bool, the decoder's form (no position sees a later one). Default False.
+
+    A window at least as long as the input covers every pair: the result is then full attention
+    (computed as one tile), so short inputs need no special case.
 
     Call arguments: ``x`` ``(batch, n, d_model)`` with ``n`` known; ``padding_mask`` bool ``(batch, n)`` or None.
 
     Output: ``(batch, n, d_model)``.
     """
 
-    def __init__(self, num_heads, key_dim, window, num_global=0, **kwargs):
+    def __init__(self, num_heads, key_dim, window, num_global=0, causal=False, **kwargs):
         super().__init__(num_heads, key_dim, **kwargs)
+        self.causal = bool(causal)
         self.window = check_positive_int("LongformerSelfAttention window", window)
         if int(num_global) != num_global or num_global < 0:
             raise ValueError(f"LongformerSelfAttention num_global must be an int >= 0, got {num_global!r}")
         self.num_global = int(num_global)
 
     def attend(self, q, k, v, padding_mask):
-        return sliding_window_attention(q, k, v, self.window, self.num_global, padding_mask)
+        return sliding_window_attention(q, k, v, self.window, self.num_global, padding_mask, self.causal)
 
     def get_config(self):
-        return {**super().get_config(), "window": self.window, "num_global": self.num_global}
+        return {**super().get_config(), "window": self.window, "num_global": self.num_global, "causal": self.causal}
 
 
 @keras.saving.register_keras_serializable(package="tfsuite")
@@ -233,22 +254,24 @@ class BigBirdSelfAttention(LongformerSelfAttention):
     ``num_random`` random key blocks per query block (:func:`block_sparse_attention`).
 
     Args:
-        num_heads, key_dim, num_global: as :class:`LongformerSelfAttention`.
+        num_heads, key_dim, num_global, causal: as :class:`LongformerSelfAttention`.
         block: int >= 1, the block size (the window is the block and its two neighbours).
         num_random: int >= 0, random key blocks per query block. Default 1.
         seed: int, the random blocks' seed (fixed per input length). Default 0.
     """
 
-    def __init__(self, num_heads, key_dim, block, num_global=0, num_random=1, seed=0, **kwargs):
-        super().__init__(num_heads, key_dim, window=block, num_global=num_global, **kwargs)
+    def __init__(self, num_heads, key_dim, block, num_global=0, num_random=1, seed=0, causal=False, **kwargs):
+        super().__init__(num_heads, key_dim, window=block, num_global=num_global, causal=causal, **kwargs)
         if int(num_random) != num_random or num_random < 0:
             raise ValueError(f"BigBirdSelfAttention num_random must be an int >= 0, got {num_random!r}")
         self.num_random = int(num_random)
         self.seed = int(seed)
 
     def attend(self, q, k, v, padding_mask):
+        if self.window >= q.shape[2]:  # one block holds the whole input: full attention, no random blocks
+            return block_sparse_attention(q, k, v, self.window, self.num_global, None, padding_mask, self.causal)
         random_blocks = bigbird_random_blocks(q.shape[2], self.window, self.num_random, self.num_global, self.seed)
-        return block_sparse_attention(q, k, v, self.window, self.num_global, random_blocks, padding_mask)
+        return block_sparse_attention(q, k, v, self.window, self.num_global, random_blocks, padding_mask, self.causal)
 
     def get_config(self):
         config = super().get_config()

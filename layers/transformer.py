@@ -13,6 +13,15 @@ The decoder layer decodes with explicit KV-cache tensors (section 11.2): pass
 returns ``(outputs, new_self_attention_cache)``; cross-attention reads a
 precomputed ``cross_attention_cache`` (``cross_attention.compute_key_value``
 of the encoder output) so the encoder is projected once per generation.
+
+Section 7.1/7.4 by configuration: ``attention="full|longformer|bigbird|linformer|performer"``
+picks the self-attention (``layers.sparse_attention``, ``layers.linear_attention``;
+its settings in ``attention_options``), ``feedforward="dense|switch"`` the FFN
+(``layers.mixture_of_experts``; settings in ``feedforward_options``). Cross-attention
+stays full (the encoder output is short next to what efficient attention is for).
+The efficient self-attentions compute a whole sequence at once: a decoder layer with
+one of them trains and scores but does not decode step by step with a KV-cache, and
+Linformer (whose length projection mixes every position) is encoder-only.
 """
 
 import keras
@@ -25,7 +34,21 @@ from layers.normalization import LayerNormalization
 from layers.perceptron import Dense
 from layers.validation import check_positive_float, check_positive_int, check_rank
 
-__all__ = ["PositionwiseFeedForward", "TransformerEncoderLayer", "TransformerDecoderLayer", "head_size"]
+__all__ = [
+    "ATTENTIONS", "FEEDFORWARDS", "PositionwiseFeedForward", "TransformerEncoderLayer", "TransformerDecoderLayer",
+    "head_size", "self_attention_layer",
+]
+
+ATTENTIONS = ("full", "longformer", "bigbird", "linformer", "performer")
+FEEDFORWARDS = ("dense", "switch")
+# Each efficient attention's settings (attention_options keys) and their defaults.
+_ATTENTION_OPTIONS = {
+    "full": {},
+    "longformer": {"window": 128, "num_global": 0},
+    "bigbird": {"block": 64, "num_global": 0, "num_random": 1, "seed": 0},
+    "linformer": {"projected_length": 64, "max_length": None},
+    "performer": {"num_features": 64, "seed": 0},
+}
 
 _ACTIVATIONS = ("relu", "gelu", "gelu_exact", "sigmoid", "tanh", "leaky_relu", "swish")
 _GELUS = {"gelu": True, "gelu_exact": False}  # name -> approximate (tanh) or erf
@@ -37,6 +60,47 @@ def _optional_initializer(initializer):
 
 def _serialize_optional(initializer):
     return None if initializer is None else keras.initializers.serialize(initializer)
+
+
+def _check_attention(owner, attention, options):
+    """Validate ``attention`` and its ``options`` at construction; returns the options with defaults filled."""
+    if attention not in ATTENTIONS:
+        raise ValueError(f"{owner} attention must be one of {', '.join(ATTENTIONS)}; got {attention!r}")
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(_ATTENTION_OPTIONS[attention]))
+    if unknown:
+        allowed = ", ".join(_ATTENTION_OPTIONS[attention]) or "none"
+        raise ValueError(f"{owner} attention={attention!r} takes no option {', '.join(unknown)} (its options: {allowed})")
+    return {**_ATTENTION_OPTIONS[attention], **options}
+
+
+def self_attention_layer(attention, options, num_heads, key_dim, causal, length, **kwargs):
+    """The section 7.1 self-attention layer named ``attention`` (not ``"full"``), built for ``(…, length, …)``.
+
+    ``length`` is the static sequence length; Linformer's projections need it (or ``max_length`` in ``options``).
+    """
+    options = _check_attention("self_attention_layer", attention, options)
+    if attention in ("longformer", "bigbird"):
+        from layers.sparse_attention import BigBirdSelfAttention, LongformerSelfAttention
+
+        kind = LongformerSelfAttention if attention == "longformer" else BigBirdSelfAttention
+        return kind(num_heads, key_dim, causal=causal, **options, **kwargs)
+    from layers.linear_attention import LinformerAttention, PerformerAttention
+
+    if attention == "performer":
+        return PerformerAttention(num_heads, key_dim, causal=causal, **options, **kwargs)
+    if attention == "linformer":
+        if causal:
+            raise ValueError(
+                "linformer is encoder-only: its length projection mixes every position, so it cannot be causal; "
+                "a decoder takes full, longformer, bigbird or performer"
+            )
+        max_length = options.pop("max_length") or length
+        if max_length is None:
+            raise ValueError("linformer needs a fixed sequence length: give the input a static length or set "
+                             "attention_options={'max_length': N}")
+        return LinformerAttention(num_heads, key_dim, max_length=max_length, **options, **kwargs)
+    raise ValueError(f"self_attention_layer builds the efficient attentions only, not {attention!r}")
 
 
 def head_size(layer_name, hidden_dim, num_heads):
@@ -156,10 +220,22 @@ class _TransformerBlock(keras.layers.Layer):
         bias_initializer="zeros",
         activation_dropout=None,
         output_kernel_initializer=None,
+        attention="full",
+        attention_options=None,
+        feedforward="dense",
+        feedforward_options=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         name = type(self).__name__
+        self.attention = attention
+        self.attention_options = _check_attention(name, attention, attention_options)
+        if feedforward not in FEEDFORWARDS:
+            raise ValueError(f"{name} feedforward must be one of {', '.join(FEEDFORWARDS)}; got {feedforward!r}")
+        if feedforward == "dense" and feedforward_options:
+            raise ValueError(f"{name} feedforward='dense' takes no feedforward_options (got {feedforward_options!r})")
+        self.feedforward_kind = feedforward
+        self.feedforward_options = dict(feedforward_options or {})
         self.activation_dropout = None if activation_dropout is None else check_positive_float(
             f"{name} activation_dropout", activation_dropout, allow_zero=True
         )
@@ -185,8 +261,15 @@ class _TransformerBlock(keras.layers.Layer):
             ),
         )
 
-    def _attention(self, name, query_shape, value_shape):
+    def _attention(self, name, query_shape, value_shape, causal=False):
         head_dim = head_size(type(self).__name__, query_shape[-1], self.num_heads)
+        if name == "self_attention" and self.attention != "full":
+            layer = self_attention_layer(
+                self.attention, {k: v for k, v in self.attention_options.items() if k != "max_length" or v},
+                self.num_heads, head_dim, causal, query_shape[1], dtype=self.dtype_policy, name=name,
+            )
+            layer.build(query_shape)
+            return layer
         layer = MultiHeadAttention(
             self.num_heads, head_dim, dropout=self.dropout, dtype=self.dtype_policy, name=name,
             **self._initializers(),
@@ -204,12 +287,27 @@ class _TransformerBlock(keras.layers.Layer):
 
     def _feedforward(self, shape):
         inner = self.dropout if self.activation_dropout is None else self.activation_dropout
-        layer = PositionwiseFeedForward(
-            self.intermediate_dim, activation=self.activation, dropout=inner,
-            dtype=self.dtype_policy, name="feedforward", **self._initializers(),
-        )
+        if self.feedforward_kind == "switch":
+            from layers.mixture_of_experts import SwitchFeedForward
+
+            initializers = self._initializers()
+            initializers.pop("output_kernel_initializer")
+            layer = SwitchFeedForward(
+                self.intermediate_dim, activation=self.activation, dropout=inner, dtype=self.dtype_policy,
+                name="feedforward", **initializers, **self.feedforward_options,
+            )
+        else:
+            layer = PositionwiseFeedForward(
+                self.intermediate_dim, activation=self.activation, dropout=inner,
+                dtype=self.dtype_policy, name="feedforward", **self._initializers(),
+            )
         layer.build(shape)
         return layer
+
+    def _feed(self, y, padding_mask, training):
+        if self.feedforward_kind == "switch":
+            return [self.feedforward(y, padding_mask=padding_mask, training=training)]
+        return [self.feedforward(y, training=training)]
 
     def _residual(self, x, norm, sublayer, dropout, training):
         """Post-LN ``LN(x + f(x))`` or pre-LN ``x + f(LN(x))``; returns (output, sublayer extras)."""
@@ -236,6 +334,10 @@ class _TransformerBlock(keras.layers.Layer):
             "bias_initializer": keras.initializers.serialize(self.bias_initializer),
             "activation_dropout": self.activation_dropout,
             "output_kernel_initializer": _serialize_optional(self.output_kernel_initializer),
+            "attention": self.attention,
+            "attention_options": dict(self.attention_options),
+            "feedforward": self.feedforward_kind,
+            "feedforward_options": dict(self.feedforward_options),
         }
 
 
@@ -264,11 +366,23 @@ class TransformerEncoderLayer(_TransformerBlock):
             back onto the residual stream (attention ``W_O`` and the FFN's
             ``W_2``), or None for ``kernel_initializer``. GPT-2 scales them by
             ``1/sqrt(2 * num_layers)`` (``layers/gpt.py``). Default None.
+        attention: str, the self-attention: ``"full"`` (section 5.1), ``"longformer"``,
+            ``"bigbird"``, ``"linformer"`` or ``"performer"`` (section 7.1). Default ``"full"``.
+        attention_options: dict or None, that attention's settings: longformer ``window`` (128),
+            ``num_global`` (0); bigbird ``block`` (64), ``num_global``, ``num_random`` (1), ``seed``;
+            linformer ``projected_length`` (64), ``max_length`` (the input's static length);
+            performer ``num_features`` (64), ``seed``. A window or block longer than the input is
+            full attention; a length not a multiple of the block is padded internally.
+        feedforward: str, ``"dense"`` (``PositionwiseFeedForward``) or ``"switch"`` (section 7.4,
+            ``layers.mixture_of_experts.SwitchFeedForward``). Default ``"dense"``.
+        feedforward_options: dict or None, the Switch FFN's settings (``num_experts``,
+            ``capacity_factor``, the loss weights, ...).
 
     Call arguments:
         inputs: ``(batch, T, d_model)``.
         padding_mask: bool ``(batch, T)`` or None, True for real tokens.
-        attention_mask: bool ``(batch, T, T)`` or None.
+        attention_mask: bool ``(batch, T, T)`` or None (full attention only: the efficient ones
+            carry their own pattern).
 
     Output shape: ``(batch, T, d_model)``.
 
@@ -289,17 +403,22 @@ class TransformerEncoderLayer(_TransformerBlock):
 
     def call(self, inputs, padding_mask=None, attention_mask=None, training=None):
         check_rank("TransformerEncoderLayer", inputs.shape, 3, "(batch, time, d_model)")
+        if self.attention != "full" and attention_mask is not None:
+            raise ValueError(
+                f"TransformerEncoderLayer with attention={self.attention!r} takes a padding_mask only; "
+                "an attention_mask needs attention='full'"
+            )
+
+        def self_attend(y):
+            if self.attention != "full":
+                return [self.self_attention(y, padding_mask=padding_mask)]
+            return [self.self_attention(y, padding_mask=padding_mask, attention_mask=attention_mask, training=training)]
+
         x, _ = self._residual(
-            inputs,
-            self.self_attention_layer_norm,
-            lambda y: [self.self_attention(
-                y, padding_mask=padding_mask, attention_mask=attention_mask, training=training
-            )],
-            self.self_attention_dropout,
-            training,
+            inputs, self.self_attention_layer_norm, self_attend, self.self_attention_dropout, training
         )
         x, _ = self._residual(
-            x, self.feedforward_layer_norm, lambda y: [self.feedforward(y, training=training)],
+            x, self.feedforward_layer_norm, lambda y: self._feed(y, padding_mask, training),
             self.feedforward_dropout, training,
         )
         return x
@@ -342,12 +461,20 @@ class TransformerDecoderLayer(_TransformerBlock):
     (2, 6, 32)
     """
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.attention == "linformer":
+            raise ValueError(
+                "TransformerDecoderLayer: linformer is encoder-only (its length projection mixes every position, "
+                "so it cannot be causal); a decoder takes full, longformer, bigbird or performer"
+            )
+
     def build(self, input_shape):
         shapes = _shapes(input_shape)
         decoder_shape = shapes[0]
         check_rank("TransformerDecoderLayer decoder_sequence", decoder_shape, 3, "(batch, time, d_model)")
         self.has_cross_attention = len(shapes) == 2
-        self.self_attention = self._attention("self_attention", decoder_shape, decoder_shape)
+        self.self_attention = self._attention("self_attention", decoder_shape, decoder_shape, causal=True)
         self.self_attention_layer_norm = self._norm("self_attention_layer_norm", decoder_shape)
         self.self_attention_dropout = self._dropout("self_attention_dropout")
         if self.has_cross_attention:
@@ -387,7 +514,15 @@ class TransformerDecoderLayer(_TransformerBlock):
         if (self_attention_cache is None) != (cache_index is None):
             raise ValueError("TransformerDecoderLayer needs both self_attention_cache and cache_index, or neither")
 
+        if self.attention != "full" and (self_attention_cache is not None or not use_causal_mask):
+            raise ValueError(
+                f"TransformerDecoderLayer with attention={self.attention!r} runs causal over the whole sequence: "
+                "step-by-step decoding with a self_attention_cache, or use_causal_mask=False, needs attention='full'"
+            )
+
         def self_attend(y):
+            if self.attention != "full":
+                return [self.self_attention(y, padding_mask=decoder_padding_mask)]
             if self_attention_cache is None:
                 return [self.self_attention(
                     y, padding_mask=decoder_padding_mask, use_causal_mask=use_causal_mask, training=training
@@ -417,7 +552,8 @@ class TransformerDecoderLayer(_TransformerBlock):
                 x, self.cross_attention_layer_norm, cross_attend, self.cross_attention_dropout, training
             )
         x, _ = self._residual(
-            x, self.feedforward_layer_norm, lambda y: [self.feedforward(y, training=training)],
+            x, self.feedforward_layer_norm,
+            lambda y: self._feed(y, None if self_attention_cache is not None else decoder_padding_mask, training),
             self.feedforward_dropout, training,
         )
         return x if new_cache is None else (x, new_cache)

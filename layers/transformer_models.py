@@ -75,6 +75,7 @@ class _TokenModel(keras.Model):
         self, max_length, hidden_dim, num_heads, intermediate_dim, dropout, activation, normalize_first,
         position_encoding, tie_embeddings, layer_norm_epsilon, activation_dropout=None,
         kernel_initializer="glorot_uniform", output_kernel_initializer=None,
+        attention="full", attention_options=None, feedforward="dense", feedforward_options=None,
     ):
         name = type(self).__name__
         self.max_length = check_positive_int(f"{name} max_length", max_length)
@@ -100,6 +101,16 @@ class _TokenModel(keras.Model):
             activation=activation, layer_norm_epsilon=self.layer_norm_epsilon,
             normalize_first=self.normalize_first, activation_dropout=self.activation_dropout,
         )
+        # Section 7.1/7.4 by name; the layers check the names and options (their messages list the choices).
+        self.attention = attention
+        self.attention_options = dict(attention_options or {})
+        self.feedforward = feedforward
+        self.feedforward_options = dict(feedforward_options or {})
+        options = dict(self.attention_options)
+        if attention == "linformer":
+            options.setdefault("max_length", self.max_length)  # the projections span the longest input
+        self._layer_kwargs.update(dict(attention=attention, attention_options=options, feedforward=feedforward,
+                                       feedforward_options=self.feedforward_options))
 
     def _layer_initializers(self):
         """Fresh initializer copies for one layer (a shared unseeded instance would repeat its values)."""
@@ -161,6 +172,10 @@ class _TokenModel(keras.Model):
                 None if self.output_kernel_initializer is None
                 else keras.initializers.serialize(self.output_kernel_initializer)
             ),
+            "attention": self.attention,
+            "attention_options": dict(self.attention_options),
+            "feedforward": self.feedforward,
+            "feedforward_options": dict(self.feedforward_options),
         }
 
 
@@ -197,6 +212,11 @@ class TransformerCausalLM(_TokenModel):
             the residual stream (attention ``W_O``, FFN ``W_2``), or None for
             ``kernel_initializer``. Default None. ``layers.gpt.gpt2`` sets
             GPT-2's ``N(0, 0.02 / sqrt(2 * num_layers))``.
+        attention, attention_options, feedforward, feedforward_options: the
+            self-attention (``"full"`` or a section 7.1 one) and the FFN
+            (``"dense"`` or section 7.4's ``"switch"``) of every layer, as
+            ``TransformerDecoderLayer`` takes them. An efficient attention
+            trains and scores whole sequences; KV-cache decoding needs ``"full"``.
 
     Call arguments:
         token_ids: int ``(batch, T)``.
@@ -229,6 +249,10 @@ class TransformerCausalLM(_TokenModel):
         activation_dropout=None,
         kernel_initializer="glorot_uniform",
         output_kernel_initializer=None,
+        attention="full",
+        attention_options=None,
+        feedforward="dense",
+        feedforward_options=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -237,7 +261,8 @@ class TransformerCausalLM(_TokenModel):
         self._init_common(
             max_length, hidden_dim, num_heads, intermediate_dim, dropout, activation, normalize_first,
             position_encoding, tie_embeddings, layer_norm_epsilon, activation_dropout,
-            kernel_initializer, output_kernel_initializer,
+            kernel_initializer, output_kernel_initializer, attention, attention_options, feedforward,
+            feedforward_options,
         )
         self.position_embedding = self._position_layer("position_embedding")
         self.embeddings_dropout = Dropout(self.dropout) if self.dropout else None
@@ -368,6 +393,10 @@ class Transformer(_TokenModel):
             activations; None uses ``dropout``. Default None.
         kernel_initializer, output_kernel_initializer: as ``TransformerCausalLM``
             (``kernel_initializer`` also for ``encoder_projection``).
+        attention, attention_options, feedforward, feedforward_options: as
+            ``TransformerCausalLM``, for the encoder and decoder layers alike
+            (cross-attention stays full; Linformer is encoder-only, so it is
+            refused here, where the decoder would need it causal).
         share_embeddings: bool, one embedding matrix for source and target
             tokens (a joint vocabulary; with ``tie_embeddings`` also the output
             projection: the three-way tying of Press & Wolf 2017). Default False.
@@ -426,6 +455,10 @@ class Transformer(_TokenModel):
         image_backbone=None,
         kernel_initializer="glorot_uniform",
         output_kernel_initializer=None,
+        attention="full",
+        attention_options=None,
+        feedforward="dense",
+        feedforward_options=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -468,7 +501,8 @@ class Transformer(_TokenModel):
         self._init_common(
             max_length, hidden_dim, num_heads, intermediate_dim, dropout, activation, normalize_first,
             position_encoding, tie_embeddings, layer_norm_epsilon, activation_dropout,
-            kernel_initializer, output_kernel_initializer,
+            kernel_initializer, output_kernel_initializer, attention, attention_options, feedforward,
+            feedforward_options,
         )
         self.encoder_position = self._position_layer("encoder_position")
         self.decoder_position = self._position_layer("decoder_position")

@@ -45,10 +45,11 @@ def test_causal_performer_equals_its_recurrence_and_sees_only_the_past():
     parallel = ops.convert_to_numpy(favor_attention(q, k, v, projection, causal=True))
     np.testing.assert_allclose(parallel, causal_performer_recurrence(q, k, v, projection), atol=1e-4, rtol=1e-4)
     np.testing.assert_allclose(parallel[:, :, 0], v[:, :, 0], atol=1e-5)  # the first token attends to itself only
-    changed = v.copy()
-    changed[:, :, 6:] += 5.0  # the future: no effect on positions 0-5
-    again = ops.convert_to_numpy(favor_attention(q, k, changed, projection, causal=True))
-    np.testing.assert_allclose(again[:, :, :6], parallel[:, :, :6], atol=1e-5)
+    changed, later_keys = v.copy(), k.copy()
+    changed[:, :, 6:] += 5.0  # the future (values, and keys through the features' shift): no effect on 0-5
+    later_keys[:, :, 6:] *= 3.0
+    again = ops.convert_to_numpy(favor_attention(q, later_keys, changed, projection, causal=True))
+    np.testing.assert_allclose(again[:, :, :6], parallel[:, :, :6], atol=1e-6, rtol=1e-6)
 
 
 def _heads(t, n):

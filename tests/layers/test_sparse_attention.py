@@ -112,3 +112,46 @@ def test_bigbird_layer_contract_against_dense_attention_with_its_own_weights():
 
     run_layer_contract(lambda: BigBirdSelfAttention(2, 8, block=4, num_global=1, num_random=1, seed=3), x,
                        expected_output_shape=(2, 24, 16), reference=reference, reference_uses_layer=True)
+
+
+@pytest.mark.parametrize("n, window, num_global", [(16, 4, 0), (19, 4, 1), (23, 3, 2), (7, 2, 3)])
+def test_causal_longformer_equals_dense_attention_with_the_causal_mask(n, window, num_global):
+    q, k, v = _qkv(2, 2, n, 8)
+    padding = np.arange(n)[None] < np.array([n, n - 2])[:, None]
+    mask = longformer_mask(n, window, num_global, causal=True)[None, None] & padding[:, None, None, :]
+    got = ops.convert_to_numpy(sliding_window_attention(q, k, v, window, num_global, padding, causal=True))
+    expected = _dense(q, k, v, mask)
+    np.testing.assert_allclose(got[0], expected[0], atol=1e-5)
+    np.testing.assert_allclose(got[1, :, : n - 2], expected[1, :, : n - 2], atol=1e-5)
+    # No output depends on a later input.
+    v_later = v.copy()
+    v_later[:, :, -1] += 10.0
+    changed = ops.convert_to_numpy(sliding_window_attention(q, k, v_later, window, num_global, causal=True))
+    unchanged = ops.convert_to_numpy(sliding_window_attention(q, k, v, window, num_global, causal=True))
+    np.testing.assert_allclose(changed[:, :, :-1], unchanged[:, :, :-1], atol=1e-6)
+
+
+@pytest.mark.parametrize("n, block, num_global, num_random", [(24, 4, 0, 1), (30, 4, 2, 2)])
+def test_causal_bigbird_equals_dense_attention_with_the_causal_mask(n, block, num_global, num_random):
+    from layers.sparse_attention import bigbird_mask, bigbird_random_blocks, block_sparse_attention
+
+    q, k, v = _qkv(1, 2, n, 8)
+    random_blocks = bigbird_random_blocks(n, block, num_random, num_global, seed=1)
+    mask = bigbird_mask(n, block, num_global, random_blocks, causal=True)[None, None]
+    got = ops.convert_to_numpy(block_sparse_attention(q, k, v, block, num_global, random_blocks, causal=True))
+    np.testing.assert_allclose(got, _dense(q, k, v, mask), atol=1e-5)
+
+
+def test_a_window_or_block_longer_than_the_input_falls_back_to_full_attention():
+    from layers.sparse_attention import BigBirdSelfAttention
+
+    q, k, v = _qkv(1, 2, 9, 4)
+    np.testing.assert_allclose(ops.convert_to_numpy(sliding_window_attention(q, k, v, 64)), _dense(q, k, v, None),
+                               atol=1e-5)
+    x = RNG.normal(size=(1, 9, 8)).astype("float32")
+    bigbird = BigBirdSelfAttention(2, 4, block=16, num_random=2)
+    longformer = LongformerSelfAttention(2, 4, window=64)
+    longformer(x)
+    bigbird(x)
+    bigbird.set_weights(longformer.get_weights())
+    np.testing.assert_allclose(ops.convert_to_numpy(bigbird(x)), ops.convert_to_numpy(longformer(x)), atol=1e-5)
