@@ -236,6 +236,13 @@ class _TransformerBlock(keras.layers.Layer):
             raise ValueError(f"{name} feedforward='dense' takes no feedforward_options (got {feedforward_options!r})")
         self.feedforward_kind = feedforward
         self.feedforward_options = dict(feedforward_options or {})
+        if feedforward == "switch":
+            from layers.mixture_of_experts import SwitchFeedForward
+
+            try:  # its own checks, now rather than at build (not kept: build makes the real one)
+                SwitchFeedForward(intermediate_dim, **self.feedforward_options)
+            except TypeError as error:
+                raise ValueError(f"{name} feedforward_options {self.feedforward_options!r}: {error}") from None
         self.activation_dropout = None if activation_dropout is None else check_positive_float(
             f"{name} activation_dropout", activation_dropout, allow_zero=True
         )

@@ -152,3 +152,26 @@ def test_sparse_and_linear_attention_choices_refuse_bad_settings():
         linformer = _encoder("linformer")
         linformer(np.zeros((1, 8, 16), "float32"))
         linformer(np.zeros((1, 12, 16), "float32"))
+
+
+def test_switch_moe_feedforward_in_the_models_trains_and_round_trips(tmp_path):
+    """``feedforward="switch"`` in a causal LM: auxiliary losses while training, ``.keras`` round trip, KV-cache decoding."""
+    import keras
+
+    from layers.transformer_models import TransformerCausalLM
+
+    lm = TransformerCausalLM(vocab_size=40, max_length=16, num_layers=2, hidden_dim=16, num_heads=2,
+                             feedforward="switch", feedforward_options={"num_experts": 4, "capacity_factor": 2.0})
+    tokens = RNG.integers(0, 40, size=(3, 12)).astype("int32")
+    logits = lm(tokens, training=True)
+    assert tuple(logits.shape) == (3, 12, 40)
+    assert len(lm.losses) == 4  # load balancing and z-loss of each of the two layers
+    path = tmp_path / "switch.keras"
+    lm.save(path)
+    restored = keras.saving.load_model(path)
+    np.testing.assert_allclose(ops.convert_to_numpy(restored(tokens)), ops.convert_to_numpy(lm(tokens)), atol=1e-5)
+    cache = lm.build_cache(3, 16)
+    step, _ = lm.call_with_cache(tokens[:, :5], cache, 0)  # the Switch FFN also decodes with the KV-cache
+    np.testing.assert_allclose(ops.convert_to_numpy(step), ops.convert_to_numpy(lm(tokens[:, :5])), atol=1e-4)
+    with pytest.raises(ValueError, match="capacity_factor"):
+        TransformerCausalLM(40, 16, feedforward="switch", feedforward_options={"num_experts": 2, "capacity_factor": 0})
