@@ -1,0 +1,215 @@
+"""CTC training and decoding over characters (textbook section 9.2, Wav2Vec 2.0 fine-tuning).
+
+Connectionist temporal classification (Graves et al., 2006) scores a transcript
+``y`` against per-frame distributions over characters plus a blank:
+``p(y | x) = sum_{pi in B^-1(y)} prod_t p(pi_t | x)``, where ``B`` collapses repeats
+and then drops blanks (``"hh_e_ll_llo" -> "hello"``). The loss is ``-log p(y | x)``
+(``tf.nn.ctc_loss``).
+
+Class layout, shared with :class:`layers.wav2vec2.Wav2Vec2CTC`: class
+``BLANK_INDEX = 0`` is the blank, class ``i >= 1`` is ``characters[i - 1]``.
+:data:`CHARACTERS` is the ``tfsuite_speech`` transcript alphabet (space,
+apostrophe, ``a``-``z``).
+
+* :func:`ctc_loss`: per-utterance ``-log p(y | x)``.
+* :func:`ctc_greedy_decode`: best path, ``B(argmax_t)``.
+* :func:`ctc_beam_search_decode`: prefix beam search (``tf.nn.ctc_beam_search_decoder``
+  via ``keras.ops.ctc_decode``), which sums the probability of every path of a prefix,
+  so it can beat the best path (two frames of ``p(a) = 0.4``: greedy ``""``, beam ``"a"``).
+* :func:`finetune_ctc`: fine-tune a ``Wav2Vec2CTC`` on transcribed audio (feature encoder frozen by default).
+
+Example::
+
+    model = Wav2Vec2CTC(pretrainer.backbone, vocab_size=len(CHARACTERS))
+    batch = make_ctc_batch(waveforms, transcripts)
+    history = finetune_ctc(model, itertools.repeat(batch), CTCFinetuneConfig(steps=200))
+    logits = model(batch["waveform"], padding_mask=batch["padding_mask"])
+    ctc_greedy_decode(logits, model.backbone.frame_lengths(batch["padding_mask"].sum(-1)), characters=CHARACTERS)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from apps.speech_pretraining import pad_waveforms
+from layers.wav2vec2 import BLANK_INDEX, compute_span_mask
+
+__all__ = [
+    "BLANK_INDEX",
+    "CHARACTERS",
+    "CTCFinetuneConfig",
+    "encode_text",
+    "decode_ids",
+    "make_ctc_batch",
+    "ctc_loss",
+    "ctc_greedy_decode",
+    "ctc_beam_search_decode",
+    "finetune_ctc",
+]
+
+CHARACTERS = " 'abcdefghijklmnopqrstuvwxyz"
+
+
+def encode_text(text, characters=CHARACTERS):
+    """Class ids (``1 + position in characters``) of ``text``; ValueError naming any character not in the vocabulary."""
+    index = {c: i + 1 for i, c in enumerate(characters)}
+    unknown = sorted(set(text) - set(index))
+    if unknown:
+        raise ValueError(f"encode_text: characters {unknown} of {text!r} are not in the vocabulary {characters!r}; "
+                         "normalize the transcript first (pipelines.corpora.speech.normalize_transcript)")
+    return np.array([index[c] for c in text], np.int32)
+
+
+def decode_ids(ids, characters=CHARACTERS):
+    """The text of class ids (blanks, ``-1`` padding and out-of-range ids skipped)."""
+    return "".join(characters[i - 1] for i in ids if 1 <= i <= len(characters))
+
+
+def make_ctc_batch(waveforms, transcripts, characters=CHARACTERS):
+    """A padded CTC batch: ``waveform``, ``padding_mask`` (:func:`apps.speech_pretraining.pad_waveforms`),
+    ``labels`` int32 ``(batch, max_label)`` (0-padded) and ``label_lengths`` int32 ``(batch,)``."""
+    encoded = [encode_text(t, characters) for t in transcripts]
+    labels = np.zeros((len(encoded), max(len(e) for e in encoded)), np.int32)
+    for i, e in enumerate(encoded):
+        labels[i, : len(e)] = e
+    return {**pad_waveforms(waveforms), "labels": labels,
+            "label_lengths": np.array([len(e) for e in encoded], np.int32)}
+
+
+def ctc_loss(labels, logits, label_lengths, logit_lengths, blank_index=BLANK_INDEX):
+    """``-log p(y | x)`` per utterance, ``tf.nn.ctc_loss`` on batch-major logits.
+
+    Args:
+        labels: int ``(batch, max_label)``, class ids (padding past ``label_lengths`` ignored).
+        logits: float ``(batch, frames, classes)``, unnormalized.
+        label_lengths: int ``(batch,)``.
+        logit_lengths: int ``(batch,)``, real frames per utterance.
+        blank_index: int. Default :data:`BLANK_INDEX` (0).
+
+    Returns: float32 ``(batch,)``; ``inf`` where a transcript cannot fit its frames
+    (it needs ``len(y)`` plus one per repeated pair of frames).
+    """
+    return tf.nn.ctc_loss(
+        labels=tf.cast(labels, tf.int32), logits=tf.cast(logits, tf.float32),
+        label_length=tf.cast(label_lengths, tf.int32), logit_length=tf.cast(logit_lengths, tf.int32),
+        logits_time_major=False, blank_index=blank_index)
+
+
+def _lengths(logits, logit_lengths):
+    if logit_lengths is None:
+        return np.full(np.shape(logits)[0], np.shape(logits)[1], np.int32)
+    return np.asarray(keras.ops.convert_to_numpy(logit_lengths), np.int32)
+
+
+def _paths(decoded, characters):
+    paths = [[int(i) for i in row if i >= 0] for row in np.asarray(decoded)]
+    return paths if characters is None else [decode_ids(p, characters) for p in paths]
+
+
+def ctc_greedy_decode(logits, logit_lengths=None, blank_index=BLANK_INDEX, characters=None):
+    """Best-path decoding: ``argmax`` per frame, collapse repeats, drop blanks.
+
+    Args:
+        logits: float ``(batch, frames, classes)``.
+        logit_lengths: int ``(batch,)`` or None (all frames).
+        blank_index: int. Default 0.
+        characters: str or None; given, return strings (class ``i`` is ``characters[i - 1]``, blank 0).
+
+    Returns: list (per utterance) of lists of class ids, or of strings.
+    """
+    decoded, _ = keras.ops.ctc_decode(logits, _lengths(logits, logit_lengths), strategy="greedy",
+                                      mask_index=blank_index)
+    return _paths(keras.ops.convert_to_numpy(decoded)[0], characters)
+
+
+def ctc_beam_search_decode(logits, logit_lengths=None, beam_width=16, top_paths=1, blank_index=BLANK_INDEX,
+                           characters=None):
+    """CTC prefix beam search (``keras.ops.ctc_decode(strategy="beam_search")``, TF's decoder).
+
+    Args:
+        logits: float ``(batch, frames, classes)``.
+        logit_lengths: int ``(batch,)`` or None.
+        beam_width: int. Default 16.
+        top_paths: int, hypotheses returned per utterance. Default 1.
+        blank_index: int. Default 0.
+        characters: str or None, as :func:`ctc_greedy_decode`.
+
+    Returns: ``(hypotheses, scores)``: ``hypotheses[b]`` a list of ``top_paths`` id lists (or strings),
+    best first; ``scores`` float ``(batch, top_paths)``, their log probabilities.
+    """
+    decoded, scores = keras.ops.ctc_decode(logits, _lengths(logits, logit_lengths), strategy="beam_search",
+                                           beam_width=beam_width, top_paths=top_paths, mask_index=blank_index)
+    decoded = keras.ops.convert_to_numpy(decoded)  # (top_paths, batch, frames)
+    per_path = [_paths(decoded[p], characters) for p in range(top_paths)]
+    hypotheses = [[per_path[p][b] for p in range(top_paths)] for b in range(decoded.shape[1])]
+    return hypotheses, keras.ops.convert_to_numpy(scores)
+
+
+@dataclasses.dataclass
+class CTCFinetuneConfig:
+    """Hyperparameters of CTC fine-tuning.
+
+    Args:
+        steps: int. Default 1000.
+        learning_rate: float, Adam. Default 1e-4.
+        grad_clip_norm: float or None. Default 1.0.
+        freeze_feature_encoder: bool, keep the conv feature encoder fixed (as the paper). Default True.
+        mask_prob, mask_length: span masking of the latent frames while fine-tuning (0 disables). Default 0.0, 10.
+        seed: int. Default 0.
+    """
+
+    steps: int = 1000
+    learning_rate: float = 1e-4
+    grad_clip_norm: float | None = 1.0
+    freeze_feature_encoder: bool = True
+    mask_prob: float = 0.0
+    mask_length: int = 10
+    seed: int = 0
+
+
+def finetune_ctc(model, batches, config, print_fn=None, log_every=50):
+    """Train a :class:`layers.wav2vec2.Wav2Vec2CTC` with the mean CTC loss; returns ``{"loss": [...]}`` per step.
+
+    Args:
+        model: ``Wav2Vec2CTC``.
+        batches: iterator of :func:`make_ctc_batch` dicts.
+        config: :class:`CTCFinetuneConfig`.
+        print_fn: callable or None, a progress line every ``log_every`` steps.
+    """
+    rng = np.random.default_rng(config.seed)
+    batches = iter(batches)
+    first = next(batches)
+    model(np.asarray(first["waveform"])[:1])
+    encoder = model.backbone.feature_encoder
+    frozen = {id(v) for v in encoder.trainable_variables} if config.freeze_feature_encoder else set()
+    variables = [v for v in model.trainable_variables if id(v) not in frozen]
+    optimizer = keras.optimizers.Adam(config.learning_rate, global_clipnorm=config.grad_clip_norm)
+    optimizer.build(variables)
+
+    @tf.function(reduce_retracing=True)
+    def train_step(waveform, padding_mask, span_mask, labels, label_lengths):
+        with tf.GradientTape() as tape:
+            logits = model(waveform, padding_mask=padding_mask, span_mask=span_mask, training=True)
+            logit_lengths = encoder.output_length(tf.reduce_sum(tf.cast(padding_mask, tf.int32), axis=-1))
+            loss = tf.reduce_mean(ctc_loss(labels, logits, label_lengths, logit_lengths))
+        optimizer.apply(tape.gradient(loss, variables), variables)
+        return loss
+
+    history = {"loss": []}
+    for step, batch in zip(range(config.steps), itertools.chain([first], batches)):
+        waveform = np.asarray(batch["waveform"], np.float32)
+        frames = encoder.output_length(waveform.shape[1])
+        frame_lengths = [encoder.output_length(int(n)) for n in np.asarray(batch["padding_mask"]).sum(-1)]
+        span_mask = compute_span_mask(len(waveform), frames, config.mask_prob, config.mask_length, min_masks=0,
+                                      frame_lengths=frame_lengths, seed=rng)
+        loss = train_step(tf.constant(waveform), tf.constant(batch["padding_mask"], tf.bool), tf.constant(span_mask),
+                          tf.constant(batch["labels"], tf.int32), tf.constant(batch["label_lengths"], tf.int32))
+        history["loss"].append(float(loss))
+        if print_fn is not None and (step % log_every == 0 or step == config.steps - 1):
+            print_fn(f"step {step}: ctc loss {history['loss'][-1]:.4f}")
+    return history
