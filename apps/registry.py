@@ -49,6 +49,10 @@ _APPS = {
         "apps.captioning:CaptioningApp",
         "caption an image with a ViT-hybrid encoder and a Transformer decoder; BLEU-4, CIDEr vs retrieval",
     ),
+    "speech_recognition": (
+        "apps.speech_recognition:SpeechRecognitionApp",
+        "transcribe English speech (WAV) with a Whisper-style encoder-decoder; WER, CER per held-out voice",
+    ),
     "summarization": (
         "apps.summarization:SummarizationApp",
         "summarize a text in one line with T5 (span-corruption pre-training); ROUGE against the lead baseline",

@@ -295,7 +295,7 @@ class Seq2SeqDecoder:
             return [], []
         beams = check_positive_int("beam_size", beam_size or self.beam_size)
         longest = check_positive_int("max_length", max_length or self.max_new_tokens)
-        if getattr(self.preprocessor, "input_kind", "text") == "image":
+        if getattr(self.preprocessor, "input_kind", "text") != "text":  # image or audio bytes
             return self._decode_images(list(texts), beams, longest)
         texts = [str(t) for t in texts]
         inputs, status = self.preprocessor.encoder_inputs(tf.constant(texts, tf.string))
@@ -323,7 +323,10 @@ class Seq2SeqDecoder:
         return results, statuses
 
     def _decode_images(self, images, beams, longest):
-        """Encoded images (bytes) in full-size batches (the last padded with copies): one trace per beam size."""
+        """Encoded images or audio (bytes) in full-size batches (the last padded with copies).
+
+        One trace per beam size (images), or per beam size and padded frame count (audio).
+        """
         generator = self.generator(1, beams)
         limit = min(longest, generator.max_new_tokens)
         results, statuses = [], []
@@ -332,9 +335,8 @@ class Seq2SeqDecoder:
             padded = chunk + [chunk[-1]] * (self.batch_size - len(chunk))
             pixels, status = self.preprocessor.encoder_inputs(tf.constant(padded, tf.string))
             start = np.full((len(padded), 1), self.preprocessor.start_id, np.int32)
-            outputs = generator(
-                start, encoder_inputs={"encoder_inputs": pixels}, max_new_tokens=np.full(len(padded), limit, np.int32)
-            )
+            inputs = pixels if isinstance(pixels, dict) else {"encoder_inputs": pixels}
+            outputs = generator(start, encoder_inputs=inputs, max_new_tokens=np.full(len(padded), limit, np.int32))
             decoded = self.preprocessor.decode(tf.constant(outputs["token_ids"][:, 1:])).numpy()
             for text, state in zip(decoded[: len(chunk)], status.numpy()[: len(chunk)]):
                 statuses.append(state.decode())
@@ -866,6 +868,23 @@ class Seq2SeqApp(App):
         config = self.Config()
         return {"beam_sizes": list(range(1, max(BEAM_SIZES) + 1)), "num_beams": config.beam_size,
                 "max_new_tokens": config.max_new_tokens}
+
+    def file_examples(self, cache_dir, releases, suffix):
+        """Demo rows for a file input (images, recordings): the first test inputs written under ``cache_dir``."""
+        from pathlib import Path
+
+        settings = self._ui_settings(releases)
+        try:
+            inputs = self.load_texts(self.Config(limit=3), "test")[0]
+        except Exception:  # noqa: BLE001 - a demo without the built corpus shows no examples
+            return []
+        rows = []
+        for i, data in enumerate(inputs):
+            path = Path(cache_dir) / f"{self.name}_example_{i}{suffix}"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            rows.append([str(path), settings["num_beams"], settings["max_new_tokens"]])
+        return rows
 
     def ui_examples(self, cache_dir, releases=None):
         """Short test-split inputs when the corpus is built, else the app's fixed ones."""

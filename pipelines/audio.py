@@ -51,6 +51,7 @@ __all__ = [
     "resample",
     "log_mel_spectrogram",
     "spec_augment",
+    "perturb_waveform",
     "waveform_to_features",
     "make_audio_dataset",
     "load_audio",
@@ -331,6 +332,36 @@ def spec_augment(spectrogram, seed, policy=SpecAugment()):
     masked = time_mask[:, None] | freq_mask[None, :]
     value = tf.reduce_mean(spectrogram) if policy.mask_value == "mean" else tf.constant(0.0)
     return tf.where(masked, value, spectrogram)
+
+
+def perturb_waveform(waveform, seed, speeds=(0.9, 1.0, 1.1), snr_db=(10.0, 40.0)):
+    """Speed perturbation (Ko et al., 2015) and additive white noise at a random SNR, drawn from ``seed``.
+
+    Speed ``s`` resamples the 16 kHz waveform to about ``16000 / s`` Hz (a
+    multiple of 1600 Hz, so ``up / down`` stays 11 / 10 or 9 / 10 and the filter
+    short) and plays it back at 16 kHz (``s < 1``: slower and lower). The noise is
+    Gaussian with power ``P_x / 10^(snr / 10)``, ``snr ~ U[snr_db]``
+    (``snr_db=None`` adds none). Stateless: the same ``seed`` gives the same result.
+
+    Args:
+        waveform: float32 ``(samples,)`` at 16 kHz.
+        seed: int tensor of shape ``(2,)``.
+        speeds: tuple of float, one drawn uniformly per call. Default ``(0.9, 1.0, 1.1)``.
+        snr_db: ``(low, high)`` in dB or None. Default ``(10.0, 40.0)``.
+
+    Returns:
+        float32 ``(samples',)``.
+    """
+    speed_seed, snr_seed, noise_seed = tf.unstack(tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 3))
+    waveform = tf.convert_to_tensor(waveform, tf.float32)
+    rates = tf.constant([int(round(SAMPLE_RATE / s / 1600)) * 1600 for s in speeds], tf.int64)
+    pick = tf.random.stateless_uniform([], speed_seed, 0, len(speeds), dtype=tf.int32)
+    waveform = resample(waveform, SAMPLE_RATE, rates[pick])
+    if snr_db is None:
+        return waveform
+    snr = tf.random.stateless_uniform([], snr_seed, float(snr_db[0]), float(snr_db[1]))
+    power = tf.reduce_mean(tf.square(waveform)) / tf.pow(10.0, snr / 10.0)
+    return waveform + tf.sqrt(power) * tf.random.stateless_normal(tf.shape(waveform), noise_seed)
 
 
 # --------------------------------------------------------------------------- pipeline

@@ -14,13 +14,16 @@ only ``tensorflow`` and ``tensorflow_text``.
 - :class:`PromptPreprocessor`: a prompt in, its continuation out (decoder-only models).
 - :class:`ImagePreprocessor`: image bytes in (captioning): decoded, resized,
   scaled pixels; the caption side as :class:`TextPreprocessor`'s target.
+- :class:`AudioPreprocessor`: WAV bytes in (speech recognition): decoded,
+  resampled to 16 kHz, log-mel frames with a frame mask; ids -> transcripts.
 
 Each reports a per-row ``status`` string at the serving boundary:
 ``ok``, ``empty`` (nothing but whitespace), ``invalid_utf8``, ``truncated``
 (more tokens than the model reads: the tail was cut), ``out_of_vocabulary``
-(most of the input is ``[UNK]``: the model can only guess), and for images
-``unreadable``. Rows that are ``empty``, ``invalid_utf8`` or ``unreadable``
-get an empty output, never an invented one (:data:`BLANK_STATUSES`).
+(most of the input is ``[UNK]``: the model can only guess), for images and
+audio ``unreadable``, and for audio ``too_long``. Rows that are ``empty``,
+``invalid_utf8``, ``unreadable`` or ``too_long`` get an empty output, never an
+invented one (:data:`BLANK_STATUSES`).
 
 Example::
 
@@ -32,11 +35,16 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
+import numpy as np
 import tensorflow as tf
 
+from pipelines import audio
+
 __all__ = [
+    "AudioPreprocessor",
     "BLANK_STATUSES",
     "ImagePreprocessor",
     "PromptPreprocessor",
@@ -47,8 +55,8 @@ __all__ = [
     "status_of",
 ]
 
-STATUSES = ("ok", "empty", "invalid_utf8", "truncated", "out_of_vocabulary", "unreadable")
-BLANK_STATUSES = ("empty", "invalid_utf8", "unreadable")
+STATUSES = ("ok", "empty", "invalid_utf8", "truncated", "out_of_vocabulary", "unreadable", "too_long")
+BLANK_STATUSES = ("empty", "invalid_utf8", "unreadable", "too_long")
 # Most of the input unknown to the vocabulary: the output is a guess.
 UNKNOWN_SHARE = 0.5
 
@@ -421,3 +429,127 @@ class ImagePreprocessor(tf.Module):
     def tflite_encoder_inputs(self, pixels):
         """TFLite models take the pixels themselves (image decoding has no TFLite kernel)."""
         return tf.ensure_shape(pixels, [None, self.image_size, self.image_size, 3]), {}
+
+
+# --- audio -------------------------------------------------------------------------------
+
+# Peak amplitude below which a recording counts as silence (-60 dBFS): status "empty", blank transcript.
+SILENCE_PEAK = 1e-3
+_WAV_HEADER = 44  # RIFF, fmt and data chunk headers of a canonical PCM WAV file
+
+
+class AudioPreprocessor(tf.Module):
+    """WAV bytes -> log-mel frames ``(batch, frames, num_mel_bins)`` and a frame mask; ids -> transcripts.
+
+    Each row is decoded (``tf.audio.decode_wav``: 16-bit PCM, any rate, mono
+    or stereo averaged), resampled to 16 kHz (``pipelines.audio.resample``)
+    and turned into log-mel features (``pipelines.audio.waveform_to_features``),
+    inside the graph. The batch is padded to the longest row, rounded up to a
+    multiple of ``frame_multiple`` frames (few distinct shapes: few traces).
+
+    Args:
+        target_tokenizer: the transcript tokenizer.
+        features: ``pipelines.audio.LogMelFeatures``.
+        max_seconds: float, longest input. Default 30.0 (Whisper's window).
+        input_name: str. Default ``"audio_bytes"``.
+        frame_multiple: int. Default 256.
+
+    Status per row: ``unreadable`` (no RIFF/WAVE header with a 16-bit PCM
+    ``fmt`` chunk right after it: MP3, FLAC, 8-bit, 24-bit or float WAV),
+    ``too_long`` (the header's data runs past ``max_seconds``; not decoded),
+    ``empty`` (under one 25 ms frame, or silence: peak below :data:`SILENCE_PEAK`),
+    else ``ok``. A damaged file with a valid header fails the request with
+    the decoder's InvalidArgumentError.
+    """
+
+    input_kind = "audio"
+
+    def __init__(self, target_tokenizer, features, max_seconds=30.0, input_name="audio_bytes", frame_multiple=256):
+        super().__init__(name="audio_preprocessor")
+        self.target_tokenizer = target_tokenizer
+        self.features = features
+        self.max_seconds = float(max_seconds)
+        self.max_frames = int(np.ceil(self.max_seconds * features.sample_rate / features.frame_step))
+        self.input_name = input_name
+        self.frame_multiple = int(frame_multiple)
+        self.language = None
+
+    def get_config(self):
+        return {
+            "features": dataclasses.asdict(self.features),
+            "max_seconds": self.max_seconds,
+            "input_name": self.input_name,
+            "start_id": self.target_tokenizer.start_id,
+            "end_id": self.target_tokenizer.end_id,
+            "pad_id": self.target_tokenizer.pad_id,
+        }
+
+    start_id = TextPreprocessor.start_id
+    end_id = TextPreprocessor.end_id
+    pad_id = TextPreprocessor.pad_id
+
+    def decode(self, token_ids, spacing=True):
+        """Generated ids -> transcripts; WordPiece splits the apostrophe off ("don ' t"): glued back."""
+        texts = self.target_tokenizer.detokenize(token_ids)
+        return tf.strings.regex_replace(texts, r"(\w) ' (\w)", r"\1'\2") if spacing else texts
+
+    def postprocess_python(self, texts):
+        return [re.sub(r"(\w) ' (\w)", r"\1'\2", t) for t in texts]
+
+    def _header(self, data):
+        """Per row: a 16-bit PCM WAV header, and the most seconds its bytes can hold."""
+        padded = tf.strings.join([data, tf.constant(b"\0" * _WAV_HEADER)])
+
+        def field(start, length, dtype):
+            return tf.reshape(tf.io.decode_raw(tf.strings.substr(padded, start, length), dtype), [-1])
+
+        pcm16 = (
+            tf.equal(tf.strings.substr(padded, 0, 4), b"RIFF") & tf.equal(tf.strings.substr(padded, 8, 4), b"WAVE")
+            & tf.equal(tf.strings.substr(padded, 12, 4), b"fmt ") & tf.equal(field(20, 2, tf.uint16), 1)
+            & tf.equal(field(34, 2, tf.uint16), 16)
+        )
+        rate, block = tf.cast(field(24, 4, tf.int32), tf.float32), tf.cast(field(32, 2, tf.uint16), tf.float32)
+        seconds = tf.cast(tf.strings.length(data) - _WAV_HEADER, tf.float32) / tf.maximum(rate * block, 1.0)
+        return pcm16 & (rate > 0) & (block > 0), seconds
+
+    def encoder_inputs(self, audio_bytes):
+        """WAV bytes ``(batch,)`` -> ``({"encoder_inputs", "encoder_padding_mask"}, status (batch,))``."""
+        audio_bytes = check_string_batch(audio_bytes, self.input_name)
+        readable, seconds = self._header(audio_bytes)
+        too_long = seconds > self.max_seconds + 0.05  # header rounding: a 30.0 s clip is not too long
+        bins, width = self.features.num_mel_bins, self.max_frames
+
+        def features(data):
+            waveform, rate = audio.decode_wav(data)
+            waveform = audio.resample(waveform, rate, self.features.sample_rate)[: width * self.features.frame_step]
+
+            def log_mel():
+                frames = audio.waveform_to_features(waveform, None, self.features)[:width]
+                return tf.pad(frames, [[0, width - tf.shape(frames)[0]], [0, 0]]), tf.shape(frames)[0]
+
+            long_enough = tf.shape(waveform)[0] >= self.features.frame_length
+            frames, length = tf.cond(long_enough, log_mel, lambda: (tf.zeros([width, bins]), 0))
+            return frames, length, tf.reduce_max(tf.abs(tf.concat([waveform, [0.0]], 0)))
+
+        def one(args):
+            data, decode = args
+            return tf.cond(decode, lambda: features(data), lambda: (tf.zeros([width, bins]), 0, 0.0))
+
+        frames, lengths, peaks = tf.map_fn(
+            one, (audio_bytes, readable & ~too_long),
+            fn_output_signature=(tf.TensorSpec([width, bins], tf.float32), tf.TensorSpec([], tf.int32),
+                                 tf.TensorSpec([], tf.float32)),
+        )
+        longest = tf.maximum(tf.reduce_max(tf.concat([lengths, [1]], 0)), 1)
+        used = tf.minimum((longest + self.frame_multiple - 1) // self.frame_multiple * self.frame_multiple, width)
+        status = _pick([
+            ("unreadable", ~readable),
+            ("too_long", too_long),
+            ("empty", (lengths == 0) | (peaks < SILENCE_PEAK)),
+        ])
+        inputs = {"encoder_inputs": frames[:, :used], "encoder_padding_mask": tf.sequence_mask(lengths, used)}
+        return inputs, status
+
+    def tflite_encoder_inputs(self, audio_bytes):
+        """WAV decoding has no TFLite kernel: the ``tokens`` signature reads the bytes as ``serving_default`` does."""
+        return self.encoder_inputs(audio_bytes)[0], {}

@@ -224,20 +224,7 @@ class CaptioningApp(Seq2SeqApp):
         ]
 
     def ui_examples(self, cache_dir, releases=None):
-        from pathlib import Path
-
-        settings = self._ui_settings(releases)
-        try:
-            images = self.load_texts(self.Config(limit=3), "test")[0]
-        except Exception:  # noqa: BLE001 - a demo without the built corpus shows no examples
-            return []
-        rows = []
-        for i, data in enumerate(images):
-            path = Path(cache_dir) / f"captioning_example_{i}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-            rows.append([str(path), settings["num_beams"], settings["max_new_tokens"]])
-        return rows
+        return self.file_examples(cache_dir, releases, ".png")
 
     def ui_outputs(self):
         import gradio as gr
