@@ -17,6 +17,9 @@ apostrophe, ``a``-``z``).
   via ``keras.ops.ctc_decode``), which sums the probability of every path of a prefix,
   so it can beat the best path (two frames of ``p(a) = 0.4``: greedy ``""``, beam ``"a"``).
 * :func:`finetune_ctc`: fine-tune a ``Wav2Vec2CTC`` on transcribed audio (feature encoder frozen by default).
+* The speech app's ``--model wav2vec2_ctc`` (``model.fit`` through the shared trainer):
+  :class:`CTCRecognizer` (its ``compute_loss`` is the mean CTC loss), :func:`ctc_dataset`
+  (padded 16 kHz waveforms with a padding mask, 0-padded character labels) and :func:`transcribe`.
 
 Example::
 
@@ -37,7 +40,7 @@ import numpy as np
 import tensorflow as tf
 
 from apps.speech_pretraining import pad_waveforms
-from layers.wav2vec2 import BLANK_INDEX, compute_span_mask
+from layers.wav2vec2 import BLANK_INDEX, Wav2Vec2CTC, compute_span_mask
 
 __all__ = [
     "BLANK_INDEX",
@@ -50,6 +53,9 @@ __all__ = [
     "ctc_greedy_decode",
     "ctc_beam_search_decode",
     "finetune_ctc",
+    "CTCRecognizer",
+    "ctc_dataset",
+    "transcribe",
 ]
 
 CHARACTERS = " 'abcdefghijklmnopqrstuvwxyz"
@@ -213,3 +219,66 @@ def finetune_ctc(model, batches, config, print_fn=None, log_every=50):
         if print_fn is not None and (step % log_every == 0 or step == config.steps - 1):
             print_fn(f"step {step}: ctc loss {history['loss'][-1]:.4f}")
     return history
+
+
+# --------------------------------------------------------------------------- Keras fit (the speech app)
+
+
+@keras.saving.register_keras_serializable(package="tfsuite")
+class CTCRecognizer(Wav2Vec2CTC):
+    """:class:`layers.wav2vec2.Wav2Vec2CTC` for ``model.fit``: inputs ``{"waveform", "padding_mask"}``, targets
+    class ids ``(batch, max_label)`` 0-padded (:func:`ctc_dataset`); ``compute_loss`` is the batch's mean
+    :func:`ctc_loss` (logit lengths from the padding mask) plus any layer losses, so compile it with no loss."""
+
+    def call(self, inputs, padding_mask=None, span_mask=None, training=None):
+        if isinstance(inputs, dict):
+            inputs, padding_mask = inputs["waveform"], inputs.get("padding_mask", padding_mask)
+        return super().call(inputs, padding_mask=padding_mask, span_mask=span_mask, training=training)
+
+    def logit_lengths(self, padding_mask):
+        return self.backbone.frame_lengths(tf.reduce_sum(tf.cast(padding_mask, tf.int32), axis=-1))
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        labels = tf.cast(y, tf.int32)
+        label_lengths = tf.reduce_sum(tf.cast(labels > 0, tf.int32), axis=-1)
+        loss = tf.reduce_mean(ctc_loss(labels, y_pred, label_lengths, self.logit_lengths(x["padding_mask"])))
+        return loss + tf.add_n(self.losses) if self.losses else loss
+
+
+def ctc_dataset(examples, batch_size, max_samples, characters=CHARACTERS, shuffle=False, seed=0, cache=True,
+                bucket_seconds=(2, 3, 4, 6, 10), sample_rate=16000):
+    """``({"waveform", "padding_mask"}, labels)`` batches for :class:`CTCRecognizer` from ``{"audio", "transcript"}``
+    examples: each waveform cut to ``max_samples`` and normalized (zero mean, unit variance, as
+    :func:`apps.speech_pretraining.normalize_waveform`), batched with utterances of similar length
+    (``bucket_seconds``) and zero-padded; labels the class ids of the lower-cased transcript's characters
+    (others dropped), 0-padded."""
+    table = np.zeros(256, np.int32)  # code point -> class id (0: not in the vocabulary, dropped)
+    table[[ord(c) for c in characters]] = np.arange(1, len(characters) + 1)
+
+    def prepare(example):
+        wave = example["audio"][:max_samples]
+        wave = (wave - tf.reduce_mean(wave)) / tf.sqrt(tf.math.reduce_variance(wave) + 1e-7)
+        codes = tf.strings.unicode_decode(tf.strings.lower(example["transcript"]), "UTF-8")
+        ids = tf.gather(tf.constant(table), tf.clip_by_value(codes, 0, 255))
+        return wave, tf.shape(wave)[0], tf.boolean_mask(ids, ids > 0)
+
+    ds = examples.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.cache() if cache else ds
+    ds = ds.shuffle(2000, seed=seed) if shuffle else ds
+    boundaries = [int(s * sample_rate) for s in bucket_seconds]
+    sizes = [batch_size] * (len(boundaries) + 1)
+    ds = ds.bucket_by_sequence_length(lambda wave, length, ids: length, boundaries, sizes)
+    to_model = lambda wave, length, ids: (  # noqa: E731
+        {"waveform": wave, "padding_mask": tf.sequence_mask(length, tf.shape(wave)[1])}, ids)
+    return ds.map(to_model, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def transcribe(model, waveforms, beam_size=1, characters=CHARACTERS):
+    """The transcripts (list of str) of float waveforms with a :class:`CTCRecognizer`: best path
+    (:func:`ctc_greedy_decode`) for ``beam_size`` 1, else :func:`ctc_beam_search_decode` with that width."""
+    batch = pad_waveforms(waveforms)
+    logits = model({"waveform": batch["waveform"], "padding_mask": batch["padding_mask"]}, training=False)
+    lengths = model.logit_lengths(batch["padding_mask"])
+    if beam_size > 1:
+        return [paths[0] for paths in ctc_beam_search_decode(logits, lengths, beam_size, characters=characters)[0]]
+    return ctc_greedy_decode(logits, lengths, characters=characters)

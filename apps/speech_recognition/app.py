@@ -19,6 +19,13 @@ can be written. Training augmentation (``--augment``): speed perturbation
 (0.9 / 1.0 / 1.1) and white noise at 10-40 dB SNR on the waveform, then
 SpecAugment's time and frequency masks on the log-mel frames.
 
+``--model wav2vec2_ctc``: ``layers.wav2vec2`` (raw 16 kHz waveforms through a
+conv feature encoder and a Transformer, sized by the same ``--hidden-dim`` ...
+and ``--conv-filters``) with a CTC head over ``apps.ctc.CHARACTERS``, trained
+with the CTC loss (``apps.ctc.CTCRecognizer``, ``--init-from`` a saved
+Wav2Vec2 model to start from its backbone) and decoded by best path or, with
+``--beam-size`` > 1, CTC prefix beam search; no release export yet.
+
 The release's ``serving_default`` takes WAV bytes (``audio_bytes``: 16-bit
 PCM, any rate, mono or stereo) and decodes, resamples and computes the
 log-mel frames inside the graph (``pipelines.preprocessing.AudioPreprocessor``,
@@ -44,6 +51,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from apps import ctc
 from apps.config import ConfigError, option
 from apps.export import SignatureNames
 from apps.seq2seq import Seq2SeqApp, Seq2SeqConfig
@@ -87,19 +95,12 @@ class SpeechRecognitionConfig(Seq2SeqConfig):
     beam_size: int = option(2, "beam search width at evaluation and in serving_default (1 is greedy)")
     eval_batch_size: int = option(32, "utterances per decoding call at evaluation")
     validation_pairs: int = option(700, "validation utterances scored for val_loss each epoch")
+    conv_filters: int = option(512, "wav2vec2_ctc: channels of the conv feature encoder")
 
     def __post_init__(self):
         super().__post_init__()
         if self.model not in MODELS:
             raise ConfigError(f"model must be one of {list(MODELS)}, got {self.model!r}")
-        if self.model == "wav2vec2_ctc":  # the hook: SpeechRecognitionApp.build_wav2vec2_ctc
-            missing = importlib.util.find_spec("layers.wav2vec2") is None
-            raise ConfigError(
-                "--model wav2vec2_ctc is not available yet: "
-                + ("layers/wav2vec2.py is missing" if missing else "its CTC training, decoding and export are not "
-                   "wired into the speech_recognition app (SpeechRecognitionApp.build_wav2vec2_ctc)")
-                + "; use --model whisper"
-            )
         if self.tokenizer not in ("characters", "wordpiece"):
             raise ConfigError(f"tokenizer must be characters or wordpiece, got {self.tokenizer!r}")
         unknown = set(self.augmentations()) - set(AUGMENTATIONS)
@@ -207,6 +208,9 @@ class SpeechRecognitionApp(Seq2SeqApp):
                 lambda e, s: {**e, "audio": audio.perturb_waveform(e["audio"], s, speeds, snr)},
                 num_parallel_calls=tf.data.AUTOTUNE,
             )
+        if config.model == "wav2vec2_ctc":  # ({waveform, padding_mask}, character ids)
+            return ctc.ctc_dataset(examples, config.batch_size, int(config.max_seconds * audio.SAMPLE_RATE),
+                                   shuffle=training, seed=config.seed, cache=not wave_augment)
         ds = audio.make_audio_dataset(
             examples, batch_size=config.batch_size, features=self.features(config),
             augment=audio.SpecAugment() if training and "specaugment" in config.augmentations() else None,
@@ -254,8 +258,43 @@ class SpeechRecognitionApp(Seq2SeqApp):
         return model
 
     def build_wav2vec2_ctc(self, config):
-        """The hook for ``layers.wav2vec2.Wav2Vec2CTC`` (CTC loss and decoding, a waveform preprocessor): to come."""
-        raise NotImplementedError("--model wav2vec2_ctc is not wired into the speech_recognition app yet")
+        """``apps.ctc.CTCRecognizer`` (a ``Wav2Vec2CTC``); ``--init-from``: the backbone of a saved Wav2Vec2 model."""
+        from layers.wav2vec2 import Wav2Vec2Backbone
+
+        backbone = Wav2Vec2Backbone(config.hidden_dim, config.num_layers, config.num_heads, config.intermediate_dim,
+                                    conv_filters=config.conv_filters, pos_conv_groups=math.gcd(16, config.hidden_dim),
+                                    dropout=config.dropout, name="backbone")
+        model = ctc.CTCRecognizer(backbone, len(ctc.CHARACTERS), name=f"{self.name}_wav2vec2_ctc")
+        second = np.ones((1, audio.SAMPLE_RATE), bool)
+        model({"waveform": second.astype("float32"), "padding_mask": second})  # builds it
+        if config.init_from:
+            from apps.trainer import load_checkpoint
+
+            start = getattr(load_checkpoint(config.init_from), "backbone", None)
+            if start is None or [w.shape for w in start.weights] != [w.shape for w in backbone.weights]:
+                raise ValueError(f"--init-from {config.init_from} holds no Wav2Vec2 backbone of this config's sizes")
+            backbone.set_weights(start.get_weights())
+        return model
+
+    def compile_kwargs(self, config):
+        kwargs = super().compile_kwargs(config)
+        return {**kwargs, "loss": None, "metrics": None} if config.model == "wav2vec2_ctc" else kwargs  # compute_loss
+
+    def jit_compile(self, config):
+        return super().jit_compile(config) and (config.model != "wav2vec2_ctc" or bool(config.jit_compile))
+
+    def generate(self, model, config, texts, beam_size=None, max_length=None):
+        """Transcripts of WAV bytes: the engine's decoder (whisper), else CTC best path or prefix beam search."""
+        if config.model != "wav2vec2_ctc":
+            return super().generate(model, config, texts, beam_size, max_length)
+        limit = int(config.max_seconds * audio.SAMPLE_RATE)
+        return ctc.transcribe(model, [audio.load_audio(wav)[:limit] for wav in texts], beam_size or config.beam_size)
+
+    def write_saved_model(self, model, config, directory):
+        if config.model == "wav2vec2_ctc":
+            raise ConfigError("export of --model wav2vec2_ctc is not available yet (train and evaluate are); "
+                              "export a --model whisper run")
+        return super().write_saved_model(model, config, directory)
 
     # --- metric and baseline ----------------------------------------------------------------------
 

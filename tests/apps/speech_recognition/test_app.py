@@ -198,16 +198,35 @@ def test_librispeech_reads_the_real_tfds_dataset_by_name():
         assert set(example["transcript"].decode()) <= set("abcdefghijklmnopqrstuvwxyz' ")
 
 
-def test_wav2vec2_ctc_is_a_clear_config_error_and_unknown_models_are_refused(monkeypatch):
-    with pytest.raises(ConfigError, match="wav2vec2_ctc is not available yet: .*use --model whisper"):
-        SpeechRecognitionConfig(**TINY, model="wav2vec2_ctc")
-    import importlib.util
-
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(ConfigError, match="layers/wav2vec2.py is missing"):
-        SpeechRecognitionConfig(**TINY, model="wav2vec2_ctc")
+def test_wav2vec2_ctc_is_a_model_choice_and_unknown_models_are_refused():
+    assert SpeechRecognitionConfig(**TINY, model="wav2vec2_ctc", conv_filters=16).model == "wav2vec2_ctc"
     with pytest.raises(ConfigError, match="model must be one of"):
         SpeechRecognitionConfig(**TINY, model="conformer")
+
+
+@needs_corpus
+def test_wav2vec2_ctc_trains_on_waveforms_with_the_ctc_loss_and_evaluates_beside_the_baseline(tmp_path, capsys):
+    from apps.ctc import CHARACTERS, CTCRecognizer
+
+    keras.utils.set_random_seed(0)
+    config = SpeechRecognitionConfig(**{**TINY, "beam_size": 2}, model="wav2vec2_ctc", conv_filters=16,
+                                     runs_dir=str(tmp_path), run_name="ctc")
+    app = SpeechRecognitionApp()
+    features, labels = next(iter(app.build_datasets(config).test))
+    assert features["waveform"].shape == features["padding_mask"].shape and features["padding_mask"].dtype == tf.bool
+    first = "".join(CHARACTERS[i - 1] for i in labels.numpy()[0] if i)
+    assert first in app.load_texts(config, "test")[1]
+    result = train(app, config, command="pytest")
+    model = keras.saving.load_model(result.model_path)
+    assert isinstance(model, CTCRecognizer) and np.isfinite(result.history["loss"]).all()  # the CTC loss, per epoch
+    assert cli.main(["evaluate", "speech_recognition", "--checkpoint", str(result.model_path)]) == 0
+    out = capsys.readouterr().out
+    for name in ("wer", "cer", "baseline_wer", "baseline_cer"):
+        assert any(line.startswith(f"{name}: ") for line in out.splitlines()), name
+    assert "baseline: most frequent training transcript" in out or "baseline: pocketsphinx" in out
+    assert cli.main(["export", "speech_recognition", "--checkpoint", str(result.model_path),
+                     "--models-dir", str(tmp_path / "models")]) != 0
+    assert "wav2vec2_ctc is not available yet" in capsys.readouterr().err
 
 
 def test_wer_cer_are_jiwer_on_lower_cased_text_without_punctuation_overall_and_per_voice(monkeypatch):
