@@ -595,9 +595,9 @@ class Transformer(_TokenModel):
 
     # -- decoder ------------------------------------------------------------------------------
 
-    def decode(self, decoder_token_ids, encoder_outputs, decoder_padding_mask=None, training=None):
-        """Decoder logits ``(batch, T, vocab)`` of ``decoder_token_ids`` over :meth:`encode`'s ``(sequence, mask)``."""
-        _check_token_ids("Transformer", decoder_token_ids, "decoder_token_ids")
+    def decoder_hidden(self, decoder_token_ids, encoder_outputs, decoder_padding_mask=None, training=None):
+        """The decoder stack's output ``(batch, T, hidden_dim)`` before the final norm and the output projection."""
+        _check_token_ids(type(self).__name__, decoder_token_ids, "decoder_token_ids")
         encoded, encoder_padding_mask = encoder_outputs
         x = self._embed(
             self.decoder_embeddings, self.decoder_position, self.decoder_dropout, decoder_token_ids, 0, training
@@ -607,6 +607,11 @@ class Transformer(_TokenModel):
                 [x, encoded], decoder_padding_mask=decoder_padding_mask,
                 encoder_padding_mask=encoder_padding_mask, training=training,
             )
+        return x
+
+    def decode(self, decoder_token_ids, encoder_outputs, decoder_padding_mask=None, training=None):
+        """Decoder logits ``(batch, T, vocab)`` of ``decoder_token_ids`` over :meth:`encode`'s ``(sequence, mask)``."""
+        x = self.decoder_hidden(decoder_token_ids, encoder_outputs, decoder_padding_mask, training)
         return self._logits(x, self.decoder_embeddings, self.decoder_final_norm, self.lm_head)
 
     def call(self, inputs, encoder_padding_mask=None, decoder_padding_mask=None, training=None):

@@ -40,7 +40,7 @@ from keras import ops
 
 from layers.attention import _fresh
 from layers.convolution import Conv1D
-from layers.transformer_models import Transformer, _check_token_ids
+from layers.transformer_models import Transformer
 from layers.validation import check_positive_float, check_positive_int, check_rank
 
 __all__ = ["WhisperConvFrontend", "WhisperPositionEncoding", "Whisper", "load_keras_hub_whisper", "whisper_sinusoids"]
@@ -344,17 +344,9 @@ class Whisper(Transformer):
 
     def decode_sequence(self, decoder_token_ids, encoder_outputs, decoder_padding_mask=None, training=None):
         """Final-normed decoder hidden states ``(batch, T, hidden_dim)``: keras-hub's ``decoder_sequence_output``."""
-        _check_token_ids("Whisper", decoder_token_ids, "decoder_token_ids")
-        encoded, encoder_padding_mask = encoder_outputs
-        x = self._embed(
-            self.decoder_embeddings, self.decoder_position, self.decoder_dropout, decoder_token_ids, 0, training
+        return self.decoder_final_norm(
+            self.decoder_hidden(decoder_token_ids, encoder_outputs, decoder_padding_mask, training)
         )
-        for layer in self.decoder_layers:
-            x = layer(
-                [x, encoded], decoder_padding_mask=decoder_padding_mask,
-                encoder_padding_mask=encoder_padding_mask, training=training,
-            )
-        return self.decoder_final_norm(x)
 
     def decode(self, decoder_token_ids, encoder_outputs, decoder_padding_mask=None, training=None):
         """Logits ``(batch, T, vocab_size)``: :meth:`decode_sequence` times the transposed token embedding."""
