@@ -30,6 +30,8 @@ in a repetition loop; it writes ``evaluation.json`` (read by the release).
 
 from __future__ import annotations
 
+import math
+
 import hashlib
 import json
 import shutil
@@ -661,6 +663,22 @@ class Seq2SeqApp(App):
             lr_schedule(config, total), beta_1=0.9, beta_2=0.98, epsilon=1e-9, clipnorm=config.clipnorm or None
         )
         return {"optimizer": optimizer, "loss": SmoothedSequenceLoss(config.label_smoothing), "metrics": [MaskedAccuracy()]}
+
+    def target_texts(self, config, split):
+        """The ``target_field`` texts of ``split`` (list of str), read without decoding the inputs (images, audio)."""
+        key = ("targets", self.dataset_name(config), split, config.limit)
+        if key not in self._texts:
+            ds = self.examples(config, split).map(lambda example: example[self.target_field])
+            self._texts[key] = [t.decode("utf-8") for batch in ds.batch(4096).as_numpy_iterator() for t in batch]
+            if not self._texts[key]:
+                raise ValueError(f"split {split!r} of {self.dataset_name(config)} is empty (limit={config.limit})")
+        return self._texts[key]
+
+    def batches_per_pass(self, config):
+        """Steps of one pass when each batch holds ``batch_size`` examples (the file-input apps)."""
+        if config.steps_per_epoch is not None:
+            return config.steps_per_epoch
+        return max(1, math.ceil(len(self.target_texts(config, "train")) / config.batch_size))
 
     def steps_per_epoch(self, config, train=None):
         """``steps_per_epoch``, else the batches of one pass (counted once per config)."""

@@ -272,8 +272,8 @@ class _TransformerBlock(keras.layers.Layer):
         head_dim = head_size(type(self).__name__, query_shape[-1], self.num_heads)
         if name == "self_attention" and self.attention != "full":
             layer = self_attention_layer(
-                self.attention, {k: v for k, v in self.attention_options.items() if k != "max_length" or v},
-                self.num_heads, head_dim, causal, query_shape[1], dtype=self.dtype_policy, name=name,
+                self.attention, self.attention_options, self.num_heads, head_dim, causal, query_shape[1],
+                dtype=self.dtype_policy, name=name,
             )
             layer.build(query_shape)
             return layer

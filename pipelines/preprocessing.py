@@ -358,7 +358,36 @@ class PromptPreprocessor(TextPreprocessor):
 # --- images ------------------------------------------------------------------------------
 
 
-class ImagePreprocessor(tf.Module):
+class _BytesInputPreprocessor(tf.Module):
+    """The shared part of the preprocessors whose serving input is file bytes (images, audio): no source
+    tokenizer, the target tokenizer's ids, decoding and settings (``get_config`` adds the subclass's own)."""
+
+    def __init__(self, target_tokenizer, input_name, name):
+        super().__init__(name=name)
+        self.target_tokenizer = target_tokenizer
+        self.input_name = input_name
+        self.language = None
+
+    def _settings(self):
+        return {}
+
+    def get_config(self):
+        return {
+            **self._settings(),
+            "input_name": self.input_name,
+            "start_id": self.target_tokenizer.start_id,
+            "end_id": self.target_tokenizer.end_id,
+            "pad_id": self.target_tokenizer.pad_id,
+        }
+
+    start_id = TextPreprocessor.start_id
+    end_id = TextPreprocessor.end_id
+    pad_id = TextPreprocessor.pad_id
+    decode = TextPreprocessor.decode
+    postprocess_python = TextPreprocessor.postprocess_python
+
+
+class ImagePreprocessor(_BytesInputPreprocessor):
     """Image bytes (PNG/JPEG/GIF/BMP) -> ``(image_size, image_size, 3)`` pixels in [0, 1]; ids -> captions.
 
     Args:
@@ -374,26 +403,11 @@ class ImagePreprocessor(tf.Module):
     input_kind = "image"
 
     def __init__(self, target_tokenizer, image_size, input_name="image_bytes"):
-        super().__init__(name="image_preprocessor")
-        self.target_tokenizer = target_tokenizer
+        super().__init__(target_tokenizer, input_name, "image_preprocessor")
         self.image_size = int(image_size)
-        self.input_name = input_name
-        self.language = None
 
-    def get_config(self):
-        return {
-            "image_size": self.image_size,
-            "input_name": self.input_name,
-            "start_id": self.target_tokenizer.start_id,
-            "end_id": self.target_tokenizer.end_id,
-            "pad_id": self.target_tokenizer.pad_id,
-        }
-
-    start_id = TextPreprocessor.start_id
-    end_id = TextPreprocessor.end_id
-    pad_id = TextPreprocessor.pad_id
-    decode = TextPreprocessor.decode
-    postprocess_python = TextPreprocessor.postprocess_python
+    def _settings(self):
+        return {"image_size": self.image_size}
 
     def pixels(self, image):
         """A decoded ``(H, W, 3)`` uint8 image -> float ``(image_size, image_size, 3)`` in [0, 1]."""
@@ -438,7 +452,7 @@ SILENCE_PEAK = 1e-3
 _WAV_HEADER = 44  # RIFF, fmt and data chunk headers of a canonical PCM WAV file
 
 
-class AudioPreprocessor(tf.Module):
+class AudioPreprocessor(_BytesInputPreprocessor):
     """WAV bytes -> log-mel frames ``(batch, frames, num_mel_bins)`` and a frame mask; ids -> transcripts.
 
     Each row is decoded (``tf.audio.decode_wav``: 16-bit PCM, any rate, mono
@@ -465,28 +479,14 @@ class AudioPreprocessor(tf.Module):
     input_kind = "audio"
 
     def __init__(self, target_tokenizer, features, max_seconds=30.0, input_name="audio_bytes", frame_multiple=256):
-        super().__init__(name="audio_preprocessor")
-        self.target_tokenizer = target_tokenizer
+        super().__init__(target_tokenizer, input_name, "audio_preprocessor")
         self.features = features
         self.max_seconds = float(max_seconds)
         self.max_frames = int(np.ceil(self.max_seconds * features.sample_rate / features.frame_step))
-        self.input_name = input_name
         self.frame_multiple = int(frame_multiple)
-        self.language = None
 
-    def get_config(self):
-        return {
-            "features": dataclasses.asdict(self.features),
-            "max_seconds": self.max_seconds,
-            "input_name": self.input_name,
-            "start_id": self.target_tokenizer.start_id,
-            "end_id": self.target_tokenizer.end_id,
-            "pad_id": self.target_tokenizer.pad_id,
-        }
-
-    start_id = TextPreprocessor.start_id
-    end_id = TextPreprocessor.end_id
-    pad_id = TextPreprocessor.pad_id
+    def _settings(self):
+        return {"features": dataclasses.asdict(self.features), "max_seconds": self.max_seconds}
 
     def decode(self, token_ids, spacing=True):
         """Generated ids -> transcripts; WordPiece splits the apostrophe off ("don ' t"): glued back."""

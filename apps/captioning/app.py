@@ -93,16 +93,6 @@ class CaptioningApp(Seq2SeqApp):
 
     # --- data -------------------------------------------------------------------------------------
 
-    def captions(self, config, split):
-        """The captions of ``split`` (list of str), without touching the images."""
-        key = ("captions", self.dataset_name(config), split, config.limit)
-        if key not in self._texts:
-            ds = self.examples(config, split).map(lambda example: example["caption"])
-            self._texts[key] = [c.decode("utf-8") for batch in ds.batch(4096).as_numpy_iterator() for c in batch]
-            if not self._texts[key]:
-                raise ValueError(f"split {split!r} of {self.dataset_name(config)} is empty (limit={config.limit})")
-        return self._texts[key]
-
     def load_texts(self, config, split):
         """``(PNG bytes per image, captions)`` of ``split``: what the decoder, the release and the baseline read."""
         key = (self.dataset_name(config), split, config.limit)
@@ -119,7 +109,7 @@ class CaptioningApp(Seq2SeqApp):
         return self._texts[key]
 
     def _vocabulary_texts(self, config, side):
-        return self.captions(config, "train")
+        return self.target_texts(config, "train")
 
     def record_sources(self, sources):
         return [base64.b64encode(image).decode("ascii") for image in sources]
@@ -140,9 +130,7 @@ class CaptioningApp(Seq2SeqApp):
         )
 
     def steps_per_epoch(self, config, train=None):
-        if config.steps_per_epoch is not None:
-            return config.steps_per_epoch
-        return max(1, math.ceil(len(self.captions(config, "train")) / config.batch_size))
+        return self.batches_per_pass(config)
 
     # --- model --------------------------------------------------------------------------------------
 
@@ -178,7 +166,7 @@ class CaptioningApp(Seq2SeqApp):
 
     def baseline(self, sources, config):
         """The caption of the nearest training image (CLIP image-text similarity, else thumbnail pixels)."""
-        captions = self.captions(config, "train")
+        captions = self.target_texts(config, "train")
         if config.retrieval_model:
             from apps.clip import nearest_captions
 

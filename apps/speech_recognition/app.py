@@ -132,13 +132,6 @@ class SpeechRecognitionApp(Seq2SeqApp):
 
     # --- data: corpus -> WAV bytes and transcripts ------------------------------------------
 
-    def transcripts(self, config, split):
-        key = ("transcripts", self.dataset_name(config), split, config.limit)
-        if key not in self._texts:
-            ds = self.examples(config, split).map(lambda example: example["transcript"])
-            self._texts[key] = [t.decode("utf-8") for batch in ds.batch(4096).as_numpy_iterator() for t in batch]
-        return self._texts[key]
-
     def load_texts(self, config, split):
         """``(16 kHz 16-bit WAV bytes per utterance, transcripts)``: what the decoder, the release and the baseline read."""
         key = (self.dataset_name(config), split, config.limit)
@@ -174,7 +167,7 @@ class SpeechRecognitionApp(Seq2SeqApp):
         return [base64.b64encode(wav).decode("ascii") for wav in sources]
 
     def _vocabulary_texts(self, config, side):
-        return self.transcripts(config, "train")
+        return self.target_texts(config, "train")
 
     def _cache_dir(self, config, side):
         directory = super()._cache_dir(config, side)
@@ -235,9 +228,7 @@ class SpeechRecognitionApp(Seq2SeqApp):
         return ds.map(to_model, num_parallel_calls=tf.data.AUTOTUNE)
 
     def steps_per_epoch(self, config, train=None):
-        if config.steps_per_epoch is not None:
-            return config.steps_per_epoch
-        return max(1, math.ceil(len(self.transcripts(config, "train")) / config.batch_size))
+        return self.batches_per_pass(config)
 
     # --- model --------------------------------------------------------------------------------
 
@@ -334,7 +325,7 @@ class SpeechRecognitionApp(Seq2SeqApp):
         if kind.startswith("pocketsphinx"):
             print(f"baseline: {kind}", flush=True)
             return [pocketsphinx_transcript(wav) for wav in sources]
-        common = collections.Counter(self.transcripts(config, "train")).most_common(1)[0][0]
+        common = collections.Counter(self.target_texts(config, "train")).most_common(1)[0][0]
         print(f"baseline: {kind} ({common!r}); install pocketsphinx for a real one", flush=True)
         return [common] * len(sources)
 
