@@ -15,12 +15,12 @@ The model reads 16 kHz audio with no front end:
    ``V`` entries; the targets ``q_t`` of pre-training are the concatenated
    codewords picked from the *unmasked* ``z_t``, chosen with a Gumbel softmax.
 
-Pre-training (``apps/speech_pretraining.py``) solves a contrastive task: from
+Pre-training (``speech/wav2vec2_pretraining.py``) solves a contrastive task: from
 the context vector ``c_t`` at a masked step, tell the true ``q_t`` from ``K``
 distractors quantized at other masked steps of the same utterance,
 ``L_m = -log exp(sim(c_t, q_t) / kappa) / sum_{q~ in Q_t} exp(sim(c_t, q~) / kappa)``,
 plus ``alpha`` times the diversity loss ``L_d = (GV - sum_g exp(-sum_v p_gv log p_gv)) / GV``
-that keeps the codebook entries in use. Fine-tuning (``apps/ctc.py``) adds a
+that keeps the codebook entries in use. Fine-tuning (``speech/ctc.py``) adds a
 linear head over characters plus a CTC blank (:class:`Wav2Vec2CTC`).
 
 Layer names and weight shapes follow Hugging Face ``Wav2Vec2Model`` at small,
@@ -606,7 +606,7 @@ class Wav2Vec2PreTrainer(keras.Model):
     ``features``; ``context`` is the Transformer output projected to
     ``projection_dim`` (``project_hid``), ``quantized`` the quantizer's output
     (projected to the same size). The losses and the training loop are in
-    ``apps/speech_pretraining.py``.
+    ``speech/wav2vec2_pretraining.py``.
 
     Args:
         backbone: :class:`Wav2Vec2Backbone`.
@@ -657,9 +657,9 @@ class Wav2Vec2CTC(keras.Model):
     """Section 9.2, Wav2Vec 2.0 fine-tuned for recognition: ``y_t = softmax(W c_t + b)`` over characters and a blank.
 
     A linear head of ``vocab_size + 1`` classes on the backbone's context vectors,
-    trained with CTC (``apps/ctc.py``). Class :data:`BLANK_INDEX` (0) is the CTC blank;
+    trained with CTC (``speech/ctc.py``). Class :data:`BLANK_INDEX` (0) is the CTC blank;
     class ``i`` in ``1..vocab_size`` is the ``i``-th character of the vocabulary
-    (``apps.ctc.CHARACTERS[i - 1]`` by default). Span masking of the input (a
+    (``speech.ctc.CHARACTERS[i - 1]`` by default). Span masking of the input (a
     SpecAugment of the latent frames) is the caller's choice through ``span_mask``.
 
     Args:

@@ -21,8 +21,8 @@ SpecAugment's time and frequency masks on the log-mel frames.
 
 ``--model wav2vec2_ctc``: ``layers.wav2vec2`` (raw 16 kHz waveforms through a
 conv feature encoder and a Transformer, sized by the same ``--hidden-dim`` ...
-and ``--conv-filters``) with a CTC head over ``apps.ctc.CHARACTERS``, trained
-with the CTC loss (``apps.ctc.CTCRecognizer``, ``--init-from`` a saved
+and ``--conv-filters``) with a CTC head over ``speech.ctc.CHARACTERS``, trained
+with the CTC loss (``speech.ctc.CTCRecognizer``, ``--init-from`` a saved
 Wav2Vec2 model to start from its backbone) and decoded by best path or, with
 ``--beam-size`` > 1, CTC prefix beam search; no release export yet.
 
@@ -51,7 +51,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from apps import ctc
+from speech import ctc
 from apps.config import ConfigError, option
 from apps.export import SignatureNames
 from apps.seq2seq import Seq2SeqApp, Seq2SeqConfig
@@ -249,7 +249,7 @@ class SpeechRecognitionApp(Seq2SeqApp):
         return model
 
     def build_wav2vec2_ctc(self, config):
-        """``apps.ctc.CTCRecognizer`` (a ``Wav2Vec2CTC``); ``--init-from``: the backbone of a saved Wav2Vec2 model."""
+        """``speech.ctc.CTCRecognizer`` (a ``Wav2Vec2CTC``); ``--init-from``: the backbone of a saved Wav2Vec2 model."""
         from layers.wav2vec2 import Wav2Vec2Backbone
 
         backbone = Wav2Vec2Backbone(config.hidden_dim, config.num_layers, config.num_heads, config.intermediate_dim,

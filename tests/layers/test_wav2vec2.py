@@ -16,11 +16,11 @@ import pytest
 import tensorflow as tf
 from scipy.special import erf
 
-from apps.ctc import (
+from speech.ctc import (
     CHARACTERS, CTCFinetuneConfig, ctc_beam_search_decode, ctc_greedy_decode, ctc_loss, decode_ids, encode_text,
     finetune_ctc, make_ctc_batch,
 )
-from apps.speech_pretraining import (
+from speech.wav2vec2_pretraining import (
     Wav2Vec2PretrainingConfig, codebook_usage, contrastive_loss, diversity_loss, evaluate_pretraining,
     pad_waveforms, pretrain_wav2vec2, sample_negative_indices, waveform_batches,
 )

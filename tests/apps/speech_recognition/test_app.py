@@ -206,7 +206,7 @@ def test_wav2vec2_ctc_is_a_model_choice_and_unknown_models_are_refused():
 
 @needs_corpus
 def test_wav2vec2_ctc_trains_on_waveforms_with_the_ctc_loss_and_evaluates_beside_the_baseline(tmp_path, capsys):
-    from apps.ctc import CHARACTERS, CTCRecognizer
+    from speech.ctc import CHARACTERS, CTCRecognizer
 
     keras.utils.set_random_seed(0)
     config = SpeechRecognitionConfig(**{**TINY, "beam_size": 2}, model="wav2vec2_ctc", conv_filters=16,

@@ -39,7 +39,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from apps.speech_pretraining import pad_waveforms
+from speech.wav2vec2_pretraining import pad_waveforms
 from layers.wav2vec2 import BLANK_INDEX, Wav2Vec2CTC, compute_span_mask
 
 __all__ = [
@@ -77,7 +77,7 @@ def decode_ids(ids, characters=CHARACTERS):
 
 
 def make_ctc_batch(waveforms, transcripts, characters=CHARACTERS):
-    """A padded CTC batch: ``waveform``, ``padding_mask`` (:func:`apps.speech_pretraining.pad_waveforms`),
+    """A padded CTC batch: ``waveform``, ``padding_mask`` (:func:`speech.wav2vec2_pretraining.pad_waveforms`),
     ``labels`` int32 ``(batch, max_label)`` (0-padded) and ``label_lengths`` int32 ``(batch,)``."""
     encoded = [encode_text(t, characters) for t in transcripts]
     labels = np.zeros((len(encoded), max(len(e) for e in encoded)), np.int32)
@@ -249,7 +249,7 @@ def ctc_dataset(examples, batch_size, max_samples, characters=CHARACTERS, shuffl
                 bucket_seconds=(2, 3, 4, 6, 10), sample_rate=16000):
     """``({"waveform", "padding_mask"}, labels)`` batches for :class:`CTCRecognizer` from ``{"audio", "transcript"}``
     examples: each waveform cut to ``max_samples`` and normalized (zero mean, unit variance, as
-    :func:`apps.speech_pretraining.normalize_waveform`), batched with utterances of similar length
+    :func:`speech.wav2vec2_pretraining.normalize_waveform`), batched with utterances of similar length
     (``bucket_seconds``) and zero-padded; labels the class ids of the lower-cased transcript's characters
     (others dropped), 0-padded."""
     table = np.zeros(256, np.int32)  # code point -> class id (0: not in the vocabulary, dropped)
