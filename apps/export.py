@@ -26,7 +26,8 @@ signature           inputs                                        outputs
 =================== ============================================= =============================================
 ``serving_default`` ``<input>`` (batch,)                          ``<output>`` (batch,), ``status`` (batch,)
 ``<options>``       ``<input>``, ``beam_size``, ``max_length``    ``<output>``, ``token_ids``, ``lengths``, ``status``
-``<tokens>``        ``<input>`` (TFLite's: strings, or pixels)    ``<output>`` (no spacing rules), ``token_ids``,
+``<tokens>``        ``<input>`` (TFLite's: strings, pixels, or    ``<output>`` (no spacing rules), ``token_ids``,
+                    ``log_mel`` frames)
                                                                   ``lengths``, ``input_tokens``, ``unknown_tokens``
 ``stream_start``    as ``<options>``                              the decode loop's state, flattened; ``status``
 ``stream_step``     the state                                     the next state, ``partial`` (batch,), ``running``
@@ -51,6 +52,7 @@ kernels, applies the spacing rules in Python and computes the status rows.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
@@ -391,9 +393,9 @@ class GenerationExport(tf.Module):
     # -- graph ------------------------------------------------------------------------------
 
     def _tflite_input_spec(self):
-        if self.preprocessor.input_kind == "image":
-            size = self.preprocessor.image_size
-            return tf.TensorSpec([None, size, size, 3], tf.float32, name=self.names.input)
+        """Strings for text models; what the preprocessor's ``tflite_input_spec`` says for the others (pixels, log-mel)."""
+        if hasattr(self.preprocessor, "tflite_input_spec"):
+            return self.preprocessor.tflite_input_spec(self.names.input)
         return tf.TensorSpec([None], tf.string, name=self.names.input)
 
     def _begin(self, raw, beam_size, max_length, tflite=False):
@@ -766,7 +768,12 @@ def _tflite_readme(paths, settings):
     return (
         "tfsuite generation model for TFLite.\n\n"
         f"Files: {sizes}.\n"
-        f"Signature {names['tokens']!r}: {names['input']} (batch,) -> {names['output']} (batch,), token_ids int32\n"
+        + (
+            "Input 'log_mel': float32 (1, frames, num_mel_bins), the log-mel frames of pipelines/audio.py\n"
+            "(waveform_to_features of 16 kHz audio; WAV decoding and the STFT have no TFLite kernels), as\n"
+            "apps.export.TFLiteRunner computes them.\n" if "features" in settings else ""
+        )
+        + f"Signature {names['tokens']!r}: {names['input']} (batch,) -> {names['output']} (batch,), token_ids int32\n"
         "(batch, max_new_tokens), lengths int32 (batch,), input_tokens and unknown_tokens int32 (batch,).\n"
         + (
             f"The texts keep the tokenizer's spacing; apply the {settings['language']!r} rules of\n"
@@ -821,6 +828,8 @@ class TFLiteRunner:
             outputs = self.runner(**{self.names["input"]: batch})
             status = ["ok"] * len(batch)
             texts = [t.decode("utf-8") for t in outputs[self.names["output"]]]
+        elif "features" in self.settings:
+            return self._transcribe(inputs)
         else:
             raw = [s.encode("utf-8") if isinstance(s, str) else bytes(s) for s in inputs]
             if not raw:
@@ -850,3 +859,38 @@ class TFLiteRunner:
             if s in BLANK_STATUSES:
                 texts[i], lengths[i], token_ids[i] = "", 0, self.settings["pad_id"]
         return {self.names["output"]: texts, "status": status, "token_ids": token_ids, "lengths": lengths}
+
+    def _transcribe(self, recordings):
+        """Speech models: each WAV (bytes or path) -> log-mel frames in Python -> one TFLite call.
+
+        The frames and the status (``unreadable``, ``too_long``, ``empty``, ``ok``)
+        follow the SavedModel's graph (``pipelines.preprocessing.AudioPreprocessor``),
+        with the same ``pipelines.audio`` functions; blank rows are not run.
+        """
+        from pipelines import audio
+        from pipelines.preprocessing import SILENCE_PEAK
+
+        features = audio.LogMelFeatures(**self.settings["features"])
+        width = max(1, self.settings["max_new_tokens"])
+        out = {self.names["output"]: [], "status": [], "token_ids": [], "lengths": []}
+        for recording in recordings:
+            try:
+                waveform = audio.load_audio(recording, features.sample_rate)
+            except (ValueError, OSError):
+                waveform, status = None, "unreadable"
+            if waveform is not None:
+                too_long = waveform.size > (self.settings["max_seconds"] + 0.05) * features.sample_rate
+                silent = waveform.size < features.frame_length or np.max(np.abs(waveform)) < SILENCE_PEAK
+                status = "too_long" if too_long else "empty" if silent else "ok"
+            if status != "ok":
+                text, ids, length = "", np.full(width, self.settings["pad_id"], np.int32), 0
+            else:
+                frames = audio.waveform_to_features(tf.constant(waveform, tf.float32), None, features).numpy()
+                result = self.runner(**{"log_mel": frames[None]})
+                text = re.sub(r"(\w) ' (\w)", r"\1'\2", result[self.names["output"]][0].decode("utf-8"))
+                ids, length = np.asarray(result["token_ids"][0]), int(result["lengths"][0])
+            for key, value in zip(out, (text, status, ids, length)):
+                out[key].append(value)
+        out["token_ids"] = np.stack(out["token_ids"]) if recordings else np.zeros((0, width), np.int32)
+        out["lengths"] = np.asarray(out["lengths"], np.int32)
+        return out

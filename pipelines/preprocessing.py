@@ -440,8 +440,11 @@ class ImagePreprocessor(_BytesInputPreprocessor):
         status = tf.where(known, tf.constant("ok"), tf.constant("unreadable"))
         return pixels, status
 
-    def tflite_encoder_inputs(self, pixels):
+    def tflite_input_spec(self, name):
         """TFLite models take the pixels themselves (image decoding has no TFLite kernel)."""
+        return tf.TensorSpec([None, self.image_size, self.image_size, 3], tf.float32, name=name)
+
+    def tflite_encoder_inputs(self, pixels):
         return tf.ensure_shape(pixels, [None, self.image_size, self.image_size, 3]), {}
 
 
@@ -550,6 +553,17 @@ class AudioPreprocessor(_BytesInputPreprocessor):
         inputs = {"encoder_inputs": frames[:, :used], "encoder_padding_mask": tf.sequence_mask(lengths, used)}
         return inputs, status
 
-    def tflite_encoder_inputs(self, audio_bytes):
-        """WAV decoding has no TFLite kernel: the ``tokens`` signature reads the bytes as ``serving_default`` does."""
-        return self.encoder_inputs(audio_bytes)[0], {}
+    def tflite_input_spec(self, name):
+        """TFLite models take log-mel frames ``(batch, frames, num_mel_bins)``, named ``log_mel``.
+
+        WAV parsing (``DecodeWav``) and the STFT's ``RFFT`` have no TFLite
+        built-in kernels, so feature extraction stays outside the TFLite model:
+        ``apps.export.TFLiteRunner`` computes the frames with the same
+        ``pipelines.audio`` functions as the SavedModel's graph.
+        """
+        return tf.TensorSpec([None, None, self.features.num_mel_bins], tf.float32, name="log_mel")
+
+    def tflite_encoder_inputs(self, log_mel):
+        """Every frame is real: rows of one call have the same length (the runner sends one recording per call)."""
+        log_mel = tf.ensure_shape(log_mel, [None, None, self.features.num_mel_bins])
+        return {"encoder_inputs": log_mel, "encoder_padding_mask": tf.ones(tf.shape(log_mel)[:2], tf.bool)}, {}

@@ -29,7 +29,8 @@ Wav2Vec2 model to start from its backbone) and decoded by best path or, with
 The release's ``serving_default`` takes WAV bytes (``audio_bytes``: 16-bit
 PCM, any rate, mono or stereo) and decodes, resamples and computes the
 log-mel frames inside the graph (``pipelines.preprocessing.AudioPreprocessor``,
-a status per row). No TFLite model: WAV decoding has no TFLite kernel.
+a status per row). Its TFLite models (float, int8) take log-mel frames: WAV
+decoding and the STFT have no TFLite kernels (``apps.export.TFLiteRunner``).
 
 Example::
 
@@ -125,7 +126,6 @@ class SpeechRecognitionApp(Seq2SeqApp):
     default_dataset = "tfsuite_speech"
     names = SignatureNames(input="audio_bytes", output="transcripts", options="transcribe", tokens="transcript_tokens")
     input_label, output_label = "Recording", "Transcript"
-    supports_tflite = False
 
     def default_run_name(self, config):
         return self.dataset_name(config).replace("/", "_")

@@ -143,6 +143,38 @@ def test_release_takes_wav_bytes_of_any_rate_with_a_status_per_row(trained, tmp_
     assert transcripts[0] == SpeechRecognitionApp().generate(model, config, [corpus_wav], beam_size=1)[0]
 
 
+@needs_corpus
+def test_tflite_models_take_log_mel_frames_and_transcribe_as_the_saved_model(trained, tmp_path):
+    from apps.export import TFLiteRunner
+
+    config, result = trained
+    args = ["--checkpoint", str(result.model_path), "--models-dir", str(tmp_path)]
+    assert cli.main(["export", "speech_recognition", *args]) == 0
+    assert cli.main(["export", "speech_recognition", "--format", "tflite", *args]) == 0
+    release = tmp_path / "speech_recognition" / "1"
+    served = tf.saved_model.load(str(release)).signatures["serving_default"]
+    rows = [
+        *SpeechRecognitionApp().load_texts(config, "test")[0][:2],
+        spoken("hello world", tmp_path),
+        wav_bytes(sine(0.8, 48000, channels=2), 48000, channels=2),
+        b"not a wav file at all",
+        wav_bytes(np.zeros(16000)),
+        wav_bytes(sine(31.0, 8000), 8000),
+    ]
+    expected = served(audio_bytes=tf.constant(rows))
+    for kind in ("float", "int8"):
+        path = tmp_path / "speech_recognition" / "tflite" / f"model_{kind}.tflite"
+        assert path.is_file()
+        runner = TFLiteRunner(path)
+        assert runner.interpreter.get_signature_list()[runner.names["tokens"]]["inputs"] == ["log_mel"]
+        out = runner(rows)
+        assert out["status"] == [s.decode() for s in expected["status"].numpy()]
+        assert out["status"] == ["ok", "ok", "ok", "ok", "unreadable", "empty", "too_long"]
+        assert out["transcripts"][4:] == [""] * 3
+        if kind == "float":  # the same greedy transcripts; int8 weights may change a token
+            assert out["transcripts"] == [t.decode() for t in expected["transcripts"].numpy()]
+
+
 @pytest.mark.parametrize(
     "data, message",
     [
