@@ -38,9 +38,10 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import tensorflow as tf
 from scipy import sparse
 
-__all__ = ["CodeRetriever", "TARGETS", "docstring_tokens"]
+__all__ = ["CodeRetriever", "GraphRetriever", "RetrievalPrompts", "TARGETS", "docstring_tokens"]
 
 TARGETS = ("code", "body", "signature")
 
@@ -165,3 +166,105 @@ class CodeRetriever:
         columns = tfds_sources.load_columns(
             "code", split=split, data_dir=data_dir, fields={"prompt": "docstring", "code": target})
         return cls(columns["prompt"], columns["code"], **kwargs)
+
+
+class GraphRetriever(tf.Module):
+    """:meth:`CodeRetriever.nearest` (k=1) as TensorFlow ops, for a SavedModel: query strings -> stored strings.
+
+    The BM25 weights are stored per term as a ragged ``(terms, [documents])``
+    table (``W.T`` of :class:`CodeRetriever` in CSR form); a query's words are
+    looked up in a static hash table, their rows gathered and summed per
+    document (``unsorted_segment_sum``), and the first best document's string
+    returned. Tokens as :func:`docstring_tokens`: lower-cased words, with RE2's
+    ``[\\p{L}\\p{N}_]+`` for Python's ``\\w+`` (the same on ASCII text; a
+    few Unicode marks and numerals differ).
+
+    Args:
+        retriever: a :class:`CodeRetriever` (its index and weights).
+        values: list of str, what to return for each indexed document
+            (default: the retriever's targets).
+    """
+
+    def __init__(self, retriever, values=None, name="graph_retriever"):
+        super().__init__(name=name)
+        values = list(retriever.targets if values is None else values)
+        if len(values) != len(retriever.docstrings):
+            raise ValueError(f"got {len(values)} values for {len(retriever.docstrings)} indexed documents")
+        by_term = retriever.weights.T.tocsr()
+        terms = sorted(retriever.vocabulary, key=retriever.vocabulary.get)
+        self.table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(tf.constant(terms), tf.range(len(terms), dtype=tf.int64)), -1)
+        self.row_splits = tf.constant(by_term.indptr, tf.int64)
+        self.documents = tf.constant(by_term.indices, tf.int32)
+        self.weights = tf.constant(by_term.data, tf.float64)
+        self.values = tf.constant(values)
+        self.size = len(values)
+
+    def nearest(self, queries):
+        """Index of the best document per query, int32 ``(batch,)``; ties and word-less queries go to the earlier one."""
+        queries = tf.ensure_shape(tf.convert_to_tensor(queries, tf.string), [None])
+        words = tf.strings.split(tf.strings.regex_replace(tf.strings.lower(queries, encoding="utf-8"),
+                                                          r"[^\p{L}\p{N}_]+", " "))
+        ids = tf.ragged.map_flat_values(self.table.lookup, words)
+        ids = tf.ragged.boolean_mask(ids, ids >= 0)
+        rows = tf.RaggedTensor.from_row_splits(tf.range(tf.shape(self.documents)[0], dtype=tf.int64), self.row_splits)
+        # Every (query, document, weight) of the query's words: entries of the gathered term rows.
+        entries = tf.gather(rows, ids.flat_values)  # (query words, [entries])
+        query_of = tf.repeat(ids.value_rowids(), entries.row_lengths())
+        flat = entries.flat_values
+        segment = tf.cast(query_of, tf.int32) * self.size + tf.gather(self.documents, flat)
+        batch = tf.shape(queries)[0]
+        scores = tf.math.unsorted_segment_sum(tf.gather(self.weights, flat), segment, batch * self.size)
+        scores = tf.reshape(scores, [batch, self.size])
+        best = tf.reduce_max(scores, axis=1, keepdims=True)
+        first = tf.where(scores >= best, tf.range(self.size)[None], self.size)  # the first maximum
+        return tf.reduce_min(first, axis=1)
+
+    def __call__(self, queries):
+        """The stored string of each query's nearest document, ``(batch,)``."""
+        return tf.gather(self.values, self.nearest(queries))
+
+
+class RetrievalPrompts(tf.Module):
+    """Retrieval-augmented prompts: the nearest indexed example written before each prompt, when both fit.
+
+    In-context examples chosen by similarity to the query (Liu et al., 2022,
+    "What Makes Good In-Context Examples for GPT-3?"; for code, REDCODER and
+    ReACC): the model reads a similar training function and writes the body
+    of the asked one. The same rule in Python (:meth:`compose`, training and
+    evaluation) and in the graph (``__call__``, the SavedModel): a non-blank
+    prompt becomes ``example + prompt`` when the two hold at most
+    ``max_bytes`` UTF-8 bytes together, else it stays as it is.
+
+    Args:
+        keys: list of str, what a prompt is matched against (BM25), one per example.
+        examples: list of str, the text written before a prompt whose nearest key is the same row.
+        max_bytes: int, the longest composed prompt.
+    """
+
+    def __init__(self, keys, examples, max_bytes, name="retrieval_prompts"):
+        super().__init__(name=name)
+        self.retriever = CodeRetriever(keys, examples)
+        self.examples = list(examples)
+        self.max_bytes = int(max_bytes)
+        self.graph = GraphRetriever(self.retriever)
+
+    def compose(self, prompts, exclude=None):
+        """Python: the composed prompts; ``exclude[i]`` is an example row prompt ``i`` may not use (its own)."""
+        prompts = list(prompts)
+        ranked = self.retriever.nearest(prompts, k=2 if exclude is not None else 1)
+        out = []
+        for i, prompt in enumerate(prompts):
+            row = ranked[i, 1] if exclude is not None and ranked[i, 0] == exclude[i] else ranked[i, 0]
+            example = self.examples[row]
+            fits = len(example.encode()) + len(prompt.encode()) <= self.max_bytes
+            out.append(example + prompt if prompt.strip() and fits else prompt)
+        return out
+
+    def __call__(self, prompts):
+        """The graph's :meth:`compose` (without ``exclude``) on a string batch."""
+        prompts = tf.convert_to_tensor(prompts, tf.string)
+        example = self.graph(prompts)
+        fits = tf.strings.length(example) + tf.strings.length(prompts) <= self.max_bytes
+        blank = tf.equal(tf.strings.strip(prompts), "")
+        return tf.where(fits & ~blank, tf.strings.join([example, prompts]), prompts)

@@ -647,9 +647,12 @@ def write_generation_saved_model(export, directory, assets=None):
     tokenizers = _tokenizers(export.preprocessor)
     for side, tokenizer in tokenizers.items():
         setattr(archive, f"{side}_tokenizer", tokenizer)  # tf.Modules: their assets travel with the archive
-        # tensorflow-text's SentencePiece model is a resource the archive must track itself.
-        for resource in tokenizer._flatten(predicate=lambda x: isinstance(x, tf.saved_model.experimental.TrackableResource)):
-            archive.track(resource)
+    # Resources the archive must track itself: tensorflow-text's SentencePiece model, the hash tables of a
+    # preprocessor's own lookups (a retrieval index).
+    is_resource = lambda x: isinstance(x, tf.saved_model.experimental.TrackableResource)  # noqa: E731
+    resources = {id(r): r for module in (*tokenizers.values(), export.preprocessor) for r in module._flatten(predicate=is_resource)}
+    for resource in resources.values():
+        archive.track(resource)
     for name, function in export.signatures().items():
         # The Python body and its input signature, not the tf.function: the archive then traces each
         # endpoint once, inside tf.saved_model.save, for both the signature and the attribute. Handed a

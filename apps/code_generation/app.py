@@ -41,14 +41,30 @@ from apps.config import option
 from pipelines import tfds_sources
 from pipelines.code_tokenizer import CodeTokenizer, train_code_tokenizer
 from pipelines.corpora.splits import assign_split
+from pipelines.preprocessing import PromptPreprocessor
 
-__all__ = ["CodeGenerationApp", "CodeGenerationConfig", "prompt_of"]
+__all__ = ["CodeGenerationApp", "CodeGenerationConfig", "example_of", "prompt_of"]
+
+EXAMPLE_CHARS = 400  # the longest retrieved example body (characters)
 
 
 def prompt_of(signature, docstring):
     """The prompt: ``signature`` and ``docstring`` as in a source file; the body follows, indented by 4."""
     doc = textwrap.indent(docstring, "    ").strip()
     return f'{signature}\n    """{doc}\n    """\n'
+
+
+def example_of(signature, docstring, body, max_chars=EXAMPLE_CHARS):
+    """A training function as an in-context example: its signature, the docstring's first line, and the body's
+    first lines up to ``max_chars`` characters, then a blank line."""
+    first = (docstring.strip().splitlines() or [""])[0]
+    lines, size = [], 0
+    for line in body.rstrip().splitlines():
+        if lines and size + len(line) + 1 > max_chars:
+            break
+        lines.append(line)
+        size += len(line) + 1
+    return prompt_of(signature, first) + "\n".join(lines) + "\n\n"
 
 
 def function_of(signature, body):
@@ -68,6 +84,9 @@ class CodeGenerationConfig(CausalLMConfig):
     temperature: float = option(0.8, "sampling temperature for pass@5")
     few_shot: int = option(0, "training examples put before each prompt at evaluation (0: zero-shot)")
     timeout: float = option(5.0, "seconds each doctest run may take")
+    retrieval_bytes: int = option(0, "0: plain prompts; else the BM25-nearest training function (by signature and "
+                                     "docstring) is written before each prompt when both fit in this many bytes "
+                                     "(training, evaluation and the SavedModel)")
 
 
 class CodeGenerationApp(CausalLMApp):
@@ -93,7 +112,26 @@ class CodeGenerationApp(CausalLMApp):
 
     def pairs(self, config, split):
         f = self.functions(config, split)
-        return [prompt_of(s, d) for s, d in zip(f["signature"], f["docstring"])], f["body"]
+        prompts = [prompt_of(s, d) for s, d in zip(f["signature"], f["docstring"])]
+        if config.retrieval_bytes:  # a training function never sees itself as its example
+            key = ("composed", split, config.retrieval_bytes, config.limit)
+            if key not in self._cache:
+                own = range(len(prompts)) if split == "train" else None
+                self._cache[key] = self.retrieval(config).compose(prompts, exclude=own)
+            prompts = self._cache[key]
+        return prompts, f["body"]
+
+    def retrieval(self, config):
+        """``apps.code_retrieval.RetrievalPrompts`` over the training functions (examples by :func:`example_of`)."""
+        from apps.code_retrieval import RetrievalPrompts
+
+        key = ("retrieval", config.retrieval_bytes, config.limit)
+        if key not in self._cache:
+            f = self.functions(config, "train")
+            keys = [prompt_of(s, d) for s, d in zip(f["signature"], f["docstring"])]
+            examples = [example_of(*row) for row in zip(f["signature"], f["docstring"], f["body"])]
+            self._cache[key] = RetrievalPrompts(keys, examples, config.retrieval_bytes)
+        return self._cache[key]
 
     def pretraining_documents(self, config, split):
         """Chunks of the held-out-free corpus (built once into ``--corpus-dir``, per held-out set and size);
@@ -184,7 +222,22 @@ class CodeGenerationApp(CausalLMApp):
         train = self.functions(config, "train")
         retriever = CodeRetriever(train["docstring"], train["body"])
         results.update(self.score(retriever.retrieve(f["docstring"]), config, prefix="baseline_"))
+        if config.retrieval_bytes:  # the bodies of the examples the model read (signature + docstring BM25)
+            plain = [prompt_of(s, d) for s, d in zip(f["signature"], f["docstring"])]
+            shown = self.retrieval(config).retriever.nearest(plain)
+            results.update(self.score([train["body"][i] for i in shown[:, 0]], config, prefix="example_"))
         return results
+
+    def generation_export(self, model, config):
+        """The engine's completion graph; with ``--retrieval-bytes`` its prompts are composed in the graph first."""
+        export = super().generation_export(model, config)
+        if not config.retrieval_bytes:
+            return export
+        from apps.export import GenerationExport
+
+        return GenerationExport(model, _RetrievalPromptPreprocessor(self.retrieval(config), export.preprocessor),
+                                names=self.names, max_new_tokens=config.max_new_tokens, num_beams=1,
+                                beam_sizes=export.beam_sizes, weights_dtype=config.export_weights)
 
     def sampler(self, config):
         from layers.samplers import RandomSampler
@@ -237,3 +290,14 @@ class CodeGenerationApp(CausalLMApp):
     def postprocess(self, outputs):
         first = outputs[self.names.output].reshape(-1)[0]
         return first.decode("utf-8") if isinstance(first, bytes) else str(first)
+
+
+class _RetrievalPromptPreprocessor(PromptPreprocessor):
+    """A ``PromptPreprocessor`` that composes each prompt with its retrieved example first (TFLite: ids as given)."""
+
+    def __init__(self, composer, plain):
+        super().__init__(plain.source_tokenizer, plain.prompt_length, input_name=plain.input_name)
+        self.composer = composer
+
+    def prompt_inputs(self, texts, tflite=False):
+        return super().prompt_inputs(texts if tflite else self.composer(texts), tflite=tflite)

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from rank_bm25 import BM25Okapi
 
 from apps.code_retrieval import CodeRetriever, docstring_tokens
@@ -107,3 +108,40 @@ def test_bad_inputs_say_what_to_pass():
         retriever.retrieve("read a file")
     with pytest.raises(ValueError, match="k must be in"):
         retriever.nearest(["read"], k=2)
+
+
+def test_the_graph_retriever_picks_what_the_python_one_picks():
+    from apps.code_retrieval import GraphRetriever
+
+    rng = np.random.default_rng(1)
+    words = [f"w{i}" for i in range(50)]
+    docstrings = [" ".join(rng.choice(words, size=rng.integers(1, 15))) for _ in range(80)]
+    docstrings[7] = docstrings[3]  # a tie: the earlier one wins in both
+    queries = [" ".join(rng.choice(words + ["unseen"], size=rng.integers(1, 8))) for _ in range(40)]
+    queries += [docstrings[3], "Nothing KNOWN; here!", "", "W1, w2... (W3)", "\xe9t\xe9 w4"]
+    retriever = CodeRetriever(docstrings, [f"code {i}" for i in range(80)])
+    graph = GraphRetriever(retriever)
+    expected = retriever.nearest(queries)[:, 0]
+    np.testing.assert_array_equal(graph.nearest(tf.constant(queries)).numpy(), expected)
+    assert expected[-5] == 3 and expected[-4] == 0 and expected[-3] == 0
+    assert [v.decode() for v in graph(tf.constant(queries[:3])).numpy()] == retriever.retrieve(queries[:3])
+    served = tf.function(graph.__call__, input_signature=[tf.TensorSpec([None], tf.string)])
+    assert served(tf.constant([b"w1 \xff\xfe w2"])).shape == (1,)  # bytes that are not UTF-8 still get an answer
+    with pytest.raises(ValueError, match="values for 80"):
+        GraphRetriever(retriever, values=["x"])
+
+
+def test_retrieval_prompts_put_the_nearest_example_first_when_both_fit_in_python_and_in_the_graph():
+    from apps.code_retrieval import RetrievalPrompts
+
+    keys = ["sort a list of numbers", "read a text file", "open a network socket", "parse a date string"]
+    examples = [f"EXAMPLE {i}\n" for i in range(4)]
+    composer = RetrievalPrompts(keys, examples, max_bytes=40)
+    prompts = ["read the whole file", "parse an ISO date", "   ", "x" * 35, "sort these numbers"]
+    expected = ["EXAMPLE 1\nread the whole file", "EXAMPLE 3\nparse an ISO date", "   ", "x" * 35,
+                "EXAMPLE 0\nsort these numbers"]
+    assert composer.compose(prompts) == expected  # blank and too long prompts stay as they are
+    assert [t.decode() for t in composer(tf.constant(prompts)).numpy()] == expected
+    # A training row never sees its own example: the second best instead.
+    assert composer.compose(["sort a list of numbers"], exclude=[0])[0] != "EXAMPLE 0\nsort a list of numbers"
+    assert composer.compose(["sort a list of numbers"], exclude=[2]) == ["EXAMPLE 0\nsort a list of numbers"]

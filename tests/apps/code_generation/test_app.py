@@ -111,6 +111,29 @@ def test_saved_model_completes_like_keras_with_a_status_per_row(corpus):
     assert texts[2] == ""
 
 
+def test_retrieval_augmented_prompts_are_the_same_in_training_evaluation_and_the_saved_model(corpus):
+    import tensorflow as tf
+
+    app = CodeGenerationApp()
+    config = config_for(corpus, export_weights="float32", prompt_length=300, model_max_length=330, retrieval_bytes=700)
+    plain = config_for(corpus)
+    train_prompts, test_prompts = app.pairs(config, "train")[0], app.pairs(config, "test")[0]
+    plain_train, plain_test = app.pairs(plain, "train")[0], app.pairs(plain, "test")[0]
+    composed = [i for i, (p, q) in enumerate(zip(test_prompts, plain_test)) if p != q]
+    assert composed and all(test_prompts[i].endswith(plain_test[i]) for i in range(len(plain_test)))
+    assert all(len(test_prompts[i].encode()) <= 700 for i in composed)
+    for prompt, own in zip(train_prompts, plain_train):  # never its own function as the example
+        assert prompt.endswith(own) and not prompt[: -len(own)].startswith(own)
+    model = app.build_model(config)
+    folder = app.write_saved_model(model, config, corpus / "release" / "1")
+    served = tf.saved_model.load(str(folder)).signatures["serving_default"]
+    chosen = sorted(composed, key=lambda i: len(test_prompts[i]))[:2]
+    out = served(prompts=tf.constant([plain_test[i] for i in chosen] + [" "]))  # the graph composes
+    texts = [t.decode("utf-8") for t in out["completions"].numpy()]
+    assert texts[:2] == app.complete(model, config, [test_prompts[i] for i in chosen])
+    assert [s.decode() for s in out["status"].numpy()] == ["ok", "ok", "empty"]
+
+
 def test_the_tab_refuses_empty_and_overlong_prompts():
     app = CodeGenerationApp()
     with pytest.raises(ValueError, match="Type a function signature"):
