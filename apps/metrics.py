@@ -73,6 +73,7 @@ __all__ = [
     "corpus_pass_at_k",
     "corpus_chrf",
     "corpus_scores",
+    "error_rates",
     "novel_word_share",
     "pass_at_k",
     "squad_scores",
@@ -158,6 +159,32 @@ def rouge_scores(hypotheses, references):
 
 
 _CAPTION_PUNCTUATION = re.compile(r"[^\w\s'-]+")
+
+
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
+
+
+def error_rates(hypotheses, references, groups=None):
+    """Speech recognition's ``wer`` and ``cer`` (``jiwer``), overall and ``wer[<group>]`` / ``cer[<group>]`` per group.
+
+    Both sides are lower-cased with punctuation (apostrophes included: "don't"
+    = "dont") removed and spaces collapsed. ``groups``: one label per pair
+    (a voice, a speaker), or None.
+    """
+    import jiwer
+
+    hypotheses, references = _check(hypotheses, references)
+    clean = lambda texts: [" ".join(t.lower().translate(_PUNCTUATION).split()) for t in texts]  # noqa: E731
+    hyps, refs = clean(hypotheses), clean(references)
+    scores = {"wer": jiwer.wer(refs, hyps), "cer": jiwer.cer(refs, hyps)}
+    if groups is not None:
+        if len(groups) != len(refs):
+            raise ValueError(f"got {len(groups)} groups for {len(refs)} pairs; pass one group per pair")
+        for group in sorted(set(groups)):
+            chosen = [i for i, g in enumerate(groups) if g == group]
+            scores[f"wer[{group}]"] = jiwer.wer([refs[i] for i in chosen], [hyps[i] for i in chosen])
+            scores[f"cer[{group}]"] = jiwer.cer([refs[i] for i in chosen], [hyps[i] for i in chosen])
+    return scores
 
 
 def caption_tokens(caption):

@@ -16,6 +16,7 @@ apostrophe, ``a``-``z``).
 * :func:`ctc_beam_search_decode`: prefix beam search (``tf.nn.ctc_beam_search_decoder``
   via ``keras.ops.ctc_decode``), which sums the probability of every path of a prefix,
   so it can beat the best path (two frames of ``p(a) = 0.4``: greedy ``""``, beam ``"a"``).
+* :func:`build_ctc_recognizer`: a new recognizer, optionally from a pre-trained backbone.
 * :func:`finetune_ctc`: fine-tune a ``Wav2Vec2CTC`` on transcribed audio (feature encoder frozen by default).
 * The speech app's ``--model wav2vec2_ctc`` (``model.fit`` through the shared trainer):
   :class:`CTCRecognizer` (its ``compute_loss`` is the mean CTC loss), :func:`ctc_dataset`
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 
 import keras
 import numpy as np
@@ -271,6 +273,27 @@ def ctc_dataset(examples, batch_size, max_samples, characters=CHARACTERS, shuffl
     to_model = lambda wave, length, ids: (  # noqa: E731
         {"waveform": wave, "padding_mask": tf.sequence_mask(length, tf.shape(wave)[1])}, ids)
     return ds.map(to_model, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def build_ctc_recognizer(hidden_dim, num_layers, num_heads, intermediate_dim, conv_filters=512, dropout=0.1,
+                         init_from=None, characters=CHARACTERS, name="wav2vec2_ctc"):
+    """A built :class:`CTCRecognizer` over a new ``Wav2Vec2Backbone``; ``init_from``: a saved ``.keras`` model
+    (a ``Wav2Vec2Pretrainer`` or recognizer) of the same sizes whose backbone weights it starts from."""
+    from layers.wav2vec2 import Wav2Vec2Backbone
+
+    backbone = Wav2Vec2Backbone(hidden_dim, num_layers, num_heads, intermediate_dim, conv_filters=conv_filters,
+                                pos_conv_groups=math.gcd(16, hidden_dim), dropout=dropout, name="backbone")
+    model = CTCRecognizer(backbone, len(characters), name=name)
+    second = np.ones((1, 16000), bool)
+    model({"waveform": second.astype("float32"), "padding_mask": second})  # builds it
+    if init_from:
+        from apps.trainer import load_checkpoint
+
+        start = getattr(load_checkpoint(init_from), "backbone", None)
+        if start is None or [w.shape for w in start.weights] != [w.shape for w in backbone.weights]:
+            raise ValueError(f"--init-from {init_from} holds no Wav2Vec2 backbone of these sizes")
+        backbone.set_weights(start.get_weights())
+    return model
 
 
 def transcribe(model, waveforms, beam_size=1, characters=CHARACTERS):

@@ -1,36 +1,23 @@
 """The ``speech_recognition`` app: a WAV recording to its transcript (textbook section 9.2).
 
-A declaration over the shared encoder-decoder engine (``apps/seq2seq.py``):
-the corpus (``tfsuite_speech``: synthesized sentences, the voices of the
-validation and test splits heard in no other split; ``librispeech`` for users
-with the real TFDS data), the model (``layers.whisper.Whisper``: log-mel
-frames through two convolutions into a Transformer encoder, our decoder with
-the shared KV-cache and beam search), the metric (word and character error
-rate with ``jiwer`` after lower-casing and removing punctuation, overall and
-per held-out voice) and the baseline every release must beat, in the same run
-on the same split: ``pocketsphinx`` (CMU's classic HMM recognizer with its US
-English model; a requirement of the suite), else the most frequent training
-transcript (``baseline_wer`` ...).
+A declaration over the shared encoder-decoder engine (``apps/seq2seq.py``): the
+corpus (``tfsuite_speech``, synthesized speech whose validation and test voices
+no other split hears; ``librispeech`` by name), the model (``--model whisper``:
+``layers.whisper.Whisper`` through the shared KV-cache and beam search;
+``--model wav2vec2_ctc``: ``layers.wav2vec2`` with a CTC head, ``speech.ctc``),
+the metric (``jiwer`` WER and CER after lower-casing and removing punctuation,
+overall and per held-out voice) and the baseline in the same run on the same
+split (pocketsphinx, ``speech.classic``; else the most frequent training transcript).
 
-Targets are the normalized transcripts (``a-z``, ``'``, space) spelled one
-character at a time: a WordPiece vocabulary of single letters (``h ##e ##l
-##l ##o``), so the engine's tokenizer machinery serves unchanged and any word
-can be written. Training augmentation (``--augment``): speed perturbation
-(0.9 / 1.0 / 1.1) and white noise at 10-40 dB SNR on the waveform, then
-SpecAugment's time and frequency masks on the log-mel frames.
+Targets are spelled one character at a time (a WordPiece vocabulary of single
+letters, ``h ##e ##l ##l ##o``). ``--augment``: speed perturbation and white
+noise on the waveform, SpecAugment on the log-mel frames.
 
-``--model wav2vec2_ctc``: ``layers.wav2vec2`` (raw 16 kHz waveforms through a
-conv feature encoder and a Transformer, sized by the same ``--hidden-dim`` ...
-and ``--conv-filters``) with a CTC head over ``speech.ctc.CHARACTERS``, trained
-with the CTC loss (``speech.ctc.CTCRecognizer``, ``--init-from`` a saved
-Wav2Vec2 model to start from its backbone) and decoded by best path or, with
-``--beam-size`` > 1, CTC prefix beam search; no release export yet.
-
-The release's ``serving_default`` takes WAV bytes (``audio_bytes``: 16-bit
-PCM, any rate, mono or stereo) and decodes, resamples and computes the
-log-mel frames inside the graph (``pipelines.preprocessing.AudioPreprocessor``,
-a status per row). Its TFLite models (float, int8) take log-mel frames: WAV
-decoding and the STFT have no TFLite kernels (``apps.export.TFLiteRunner``).
+The release's ``serving_default`` takes WAV bytes (``audio_bytes``, 16-bit PCM,
+any rate, mono or stereo), decoded, resampled and turned into log-mel frames in
+the graph (``pipelines.preprocessing.AudioPreprocessor``, a status per row). Its
+TFLite models take log-mel frames: WAV decoding and the STFT have no TFLite
+kernels (``apps.export.TFLiteRunner`` computes the frames).
 
 Example::
 
@@ -43,16 +30,13 @@ from __future__ import annotations
 
 import base64
 import collections
-import importlib.util
-import math
-import os
 import string
 from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
 
-from speech import ctc
+from apps import metrics
 from apps.config import ConfigError, option
 from apps.export import SignatureNames
 from apps.seq2seq import Seq2SeqApp, Seq2SeqConfig
@@ -60,11 +44,11 @@ from pipelines import audio
 from pipelines.preprocessing import AudioPreprocessor
 from pipelines.tokenizer import RESERVED_TOKENS
 from pipelines.wordpiece import WordpieceTokenizer
+from speech import classic, ctc
 
 __all__ = ["SpeechRecognitionApp", "SpeechRecognitionConfig"]
 
 MODELS = ("whisper", "wav2vec2_ctc")
-PUNCTUATION = str.maketrans("", "", string.punctuation)
 AUGMENTATIONS = ("speed", "noise", "specaugment")
 
 
@@ -249,23 +233,9 @@ class SpeechRecognitionApp(Seq2SeqApp):
         return model
 
     def build_wav2vec2_ctc(self, config):
-        """``speech.ctc.CTCRecognizer`` (a ``Wav2Vec2CTC``); ``--init-from``: the backbone of a saved Wav2Vec2 model."""
-        from layers.wav2vec2 import Wav2Vec2Backbone
-
-        backbone = Wav2Vec2Backbone(config.hidden_dim, config.num_layers, config.num_heads, config.intermediate_dim,
-                                    conv_filters=config.conv_filters, pos_conv_groups=math.gcd(16, config.hidden_dim),
-                                    dropout=config.dropout, name="backbone")
-        model = ctc.CTCRecognizer(backbone, len(ctc.CHARACTERS), name=f"{self.name}_wav2vec2_ctc")
-        second = np.ones((1, audio.SAMPLE_RATE), bool)
-        model({"waveform": second.astype("float32"), "padding_mask": second})  # builds it
-        if config.init_from:
-            from apps.trainer import load_checkpoint
-
-            start = getattr(load_checkpoint(config.init_from), "backbone", None)
-            if start is None or [w.shape for w in start.weights] != [w.shape for w in backbone.weights]:
-                raise ValueError(f"--init-from {config.init_from} holds no Wav2Vec2 backbone of this config's sizes")
-            backbone.set_weights(start.get_weights())
-        return model
+        return ctc.build_ctc_recognizer(config.hidden_dim, config.num_layers, config.num_heads, config.intermediate_dim,
+                                        config.conv_filters, config.dropout, config.init_from,
+                                        name=f"{self.name}_wav2vec2_ctc")
 
     def compile_kwargs(self, config):
         kwargs = super().compile_kwargs(config)
@@ -290,28 +260,12 @@ class SpeechRecognitionApp(Seq2SeqApp):
     # --- metric and baseline ----------------------------------------------------------------------
 
     def score(self, hypotheses, references, config):
-        """``wer`` and ``cer`` (jiwer), overall and ``wer[<voice>]`` ... per voice of the test split.
-
-        Both sides are lower-cased with punctuation (apostrophes included: "don't" = "dont") removed.
-        """
-        import jiwer
-
-        if len(hypotheses) != len(references):
-            raise ValueError(f"one hypothesis per reference needed, got {len(hypotheses)} and {len(references)}")
-        clean = lambda texts: [" ".join(t.lower().translate(PUNCTUATION).split()) for t in texts]  # noqa: E731
-        hyps, refs = clean(hypotheses), clean(references)
-        scores = {"wer": jiwer.wer(refs, hyps), "cer": jiwer.cer(refs, hyps)}
-        voices = (self.voices(config, "test") or [])[: len(refs)]
-        if len(voices) == len(refs):
-            for voice in sorted(set(voices)):
-                chosen = [i for i, v in enumerate(voices) if v == voice]
-                scores[f"wer[{voice}]"] = jiwer.wer([refs[i] for i in chosen], [hyps[i] for i in chosen])
-                scores[f"cer[{voice}]"] = jiwer.cer([refs[i] for i in chosen], [hyps[i] for i in chosen])
-        return scores
+        """``apps.metrics.error_rates``: WER and CER overall and per voice of the test split."""
+        voices = (self.voices(config, "test") or [])[: len(references)]
+        return metrics.error_rates(hypotheses, references, voices if len(voices) == len(references) else None)
 
     def baseline_kind(self):
-        """pocketsphinx (a classic HMM recognizer, PyPI ``pocketsphinx`` >= 5 with its US English model), else trivial."""
-        return "pocketsphinx" if importlib.util.find_spec("pocketsphinx") else "most frequent training transcript"
+        return "pocketsphinx" if classic.pocketsphinx_available() else "most frequent training transcript"
 
     def metric_settings(self, config):
         from importlib.metadata import version
@@ -324,7 +278,7 @@ class SpeechRecognitionApp(Seq2SeqApp):
         kind = self.baseline_kind()
         if kind.startswith("pocketsphinx"):
             print(f"baseline: {kind}", flush=True)
-            return [pocketsphinx_transcript(wav) for wav in sources]
+            return classic.pocketsphinx_transcripts(sources)
         common = collections.Counter(self.target_texts(config, "train")).most_common(1)[0][0]
         print(f"baseline: {kind} ({common!r}); install pocketsphinx for a real one", flush=True)
         return [common] * len(sources)
@@ -362,13 +316,3 @@ class SpeechRecognitionApp(Seq2SeqApp):
         wav = tf.audio.encode_wav(np.clip(waveform, -1.0, 1.0)[:, None], audio.SAMPLE_RATE).numpy()
         return {"choice": self.name, "input": wav, "beam_size": beam_size, "max_length": max_length}
 
-
-def pocketsphinx_transcript(wav):
-    """One 16 kHz 16-bit WAV (``tf.audio.encode_wav``'s 44-byte header) through pocketsphinx's US English model."""
-    import pocketsphinx
-
-    decoder = pocketsphinx.Decoder(samprate=audio.SAMPLE_RATE, logfn=os.devnull)
-    decoder.start_utt()
-    decoder.process_raw(wav[44:], False, True)
-    decoder.end_utt()
-    return decoder.hyp().hypstr.lower() if decoder.hyp() is not None else ""
