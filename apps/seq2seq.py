@@ -72,8 +72,6 @@ TOKENIZER_FOLDER = "tokenizers"
 LEARN_UPPER_THRESHOLD = 256
 ARCHITECTURES = ("transformer", "t5")
 OBJECTIVES = ("supervised", "span_corruption")
-# Test inputs whose outputs and metrics a recorded release evaluation keeps (its test re-scores them).
-CHECK_SLICE_INPUTS = 200
 
 
 class Tokenizers(NamedTuple):
@@ -740,9 +738,9 @@ class Seq2SeqApp(App):
             ],
         }
         # The fixed slice a release's test re-scores (tests/apps/release_checks.py).
-        head = slice(0, CHECK_SLICE_INPUTS)
+        head = slice(0, self.check_slice)
         check = {
-            "split": f"test[:{CHECK_SLICE_INPUTS}]",
+            "split": f"test[:{self.check_slice}]",
             "metrics": self.score(hypotheses[head], references[head], config),
             "sources": self.record_sources(sources[head]), "references": references[head], "outputs": hypotheses[head],
         }
@@ -794,7 +792,7 @@ class Seq2SeqApp(App):
 
         With ``record``, the figures go into the release: the evaluation record
         as ``release_evaluation`` in its MANIFEST.json entry, and the first
-        ``CHECK_SLICE_INPUTS`` test inputs with their outputs and metrics as
+        ``check_slice`` test inputs with their outputs and metrics as
         ``checks/<version>.json`` (re-scored by the release's test).
         """
         from apps.releases import ReleasedModel, record_release_evaluation, recorded_manifest

@@ -110,6 +110,7 @@ class SpeechRecognitionApp(Seq2SeqApp):
     default_dataset = "tfsuite_speech"
     names = SignatureNames(input="audio_bytes", output="transcripts", options="transcribe", tokens="transcript_tokens")
     input_label, output_label = "Recording", "Transcript"
+    check_slice = 40  # recordings a release keeps with its outputs (base64 WAVs: about 3 MB)
 
     def default_run_name(self, config):
         return self.dataset_name(config).replace("/", "_")
