@@ -52,6 +52,8 @@ __all__ = [
     "log_mel_spectrogram",
     "spec_augment",
     "perturb_waveform",
+    "reverberate",
+    "frequency_warp",
     "waveform_to_features",
     "make_audio_dataset",
     "load_audio",
@@ -334,7 +336,67 @@ def spec_augment(spectrogram, seed, policy=SpecAugment()):
     return tf.where(masked, value, spectrogram)
 
 
-def perturb_waveform(waveform, seed, speeds=(0.9, 1.0, 1.1), snr_db=(10.0, 40.0)):
+def reverberate(waveform, seed, rt60=(0.1, 0.7)):
+    """Room reverberation: ``waveform`` convolved with a synthetic impulse response, drawn from ``seed``.
+
+    The response is the direct path plus exponentially decaying Gaussian noise,
+    ``h[0] = 1``, ``h[t] = n_t 10^(-3 t / (rt60 fs)) / sqrt(fs / 10)`` for
+    ``t >= 1`` (60 dB down after ``rt60`` seconds; Polack's statistical model
+    of a diffuse late field), ``rt60 ~ U[rt60]``. The convolution runs as one
+    FFT product; the output keeps the input's length and RMS.
+
+    Args:
+        waveform: float32 ``(samples,)`` at 16 kHz.
+        seed: int tensor of shape ``(2,)``.
+        rt60: ``(low, high)`` reverberation time in seconds. Default ``(0.1, 0.7)``.
+
+    Returns:
+        float32 ``(samples,)``.
+    """
+    rt_seed, noise_seed = tf.unstack(tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2))
+    waveform = tf.convert_to_tensor(waveform, tf.float32)
+    taps = int(round(float(rt60[1]) * SAMPLE_RATE))
+    time = tf.range(1, taps, dtype=tf.float32)
+    rt = tf.random.stateless_uniform([], rt_seed, float(rt60[0]), float(rt60[1]))
+    tail = tf.random.stateless_normal([taps - 1], noise_seed) * tf.pow(10.0, -3.0 * time / (rt * SAMPLE_RATE))
+    response = tf.concat([[1.0], tail / np.sqrt(SAMPLE_RATE / 10.0)], axis=0)
+    n = tf.shape(waveform)[0]
+    size = tf.cast(2 ** tf.math.ceil(tf.math.log(tf.cast(n + taps, tf.float32)) / np.log(2.0)), tf.int32)
+    wet = tf.signal.irfft(tf.signal.rfft(waveform, [size]) * tf.signal.rfft(response, [size]), [size])[:n]
+    rms = lambda x: tf.sqrt(tf.reduce_mean(tf.square(x)) + 1e-12)  # noqa: E731
+    return wet * (rms(waveform) / rms(wet))
+
+
+def frequency_warp(spectrogram, seed, warp=(0.9, 1.1)):
+    """Vocal-tract length perturbation on the mel axis (after Jaitly and Hinton, 2013): speaker and pitch variety.
+
+    Mel bin ``i`` of the output reads the input at ``i / alpha`` (linear
+    interpolation, clamped to the last bin), ``alpha ~ U[warp]``: ``alpha > 1``
+    moves the spectral envelope and the harmonics up, as a shorter vocal tract
+    or a higher voice does; the timing is unchanged (unlike speed perturbation).
+    The original VTLP warps linear frequency with a boundary frequency; on
+    80 mel bins this mel-axis form is its simple equivalent.
+
+    Args:
+        spectrogram: float32 ``(frames, bins)``.
+        seed: int tensor of shape ``(2,)``.
+        warp: ``(low, high)`` factor range. Default ``(0.9, 1.1)``.
+
+    Returns:
+        float32 ``(frames, bins)``.
+    """
+    spectrogram = tf.convert_to_tensor(spectrogram, tf.float32)
+    bins = tf.shape(spectrogram)[1]
+    alpha = tf.random.stateless_uniform([], tf.cast(seed, tf.int64), float(warp[0]), float(warp[1]))
+    last = tf.cast(bins - 1, tf.float32)
+    source = tf.minimum(tf.cast(tf.range(bins), tf.float32) / alpha, last)
+    low = tf.cast(tf.floor(source), tf.int32)
+    high = tf.minimum(low + 1, bins - 1)
+    fraction = source - tf.cast(low, tf.float32)
+    return tf.gather(spectrogram, low, axis=1) * (1.0 - fraction) + tf.gather(spectrogram, high, axis=1) * fraction
+
+
+def perturb_waveform(waveform, seed, speeds=(0.9, 1.0, 1.1), snr_db=(10.0, 40.0), gain_db=None, rt60=None):
     """Speed perturbation (Ko et al., 2015) and additive white noise at a random SNR, drawn from ``seed``.
 
     Speed ``s`` resamples the 16 kHz waveform to about ``16000 / s`` Hz (a
@@ -348,20 +410,31 @@ def perturb_waveform(waveform, seed, speeds=(0.9, 1.0, 1.1), snr_db=(10.0, 40.0)
         seed: int tensor of shape ``(2,)``.
         speeds: tuple of float, one drawn uniformly per call. Default ``(0.9, 1.0, 1.1)``.
         snr_db: ``(low, high)`` in dB or None. Default ``(10.0, 40.0)``.
+        gain_db: ``(low, high)`` level change in dB or None (default): the
+            recording's level, ``g ~ U[gain_db]``, then clipped to [-1, 1] as a
+            recorder would.
+        rt60: ``(low, high)`` seconds or None (default): :func:`reverberate`
+            before the noise (the room, then the microphone's noise).
 
     Returns:
         float32 ``(samples',)``.
     """
-    speed_seed, snr_seed, noise_seed = tf.unstack(tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 3))
+    speed_seed, snr_seed, noise_seed, room_seed, gain_seed = tf.unstack(
+        tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 5))
     waveform = tf.convert_to_tensor(waveform, tf.float32)
     rates = tf.constant([int(round(SAMPLE_RATE / s / 1600)) * 1600 for s in speeds], tf.int64)
     pick = tf.random.stateless_uniform([], speed_seed, 0, len(speeds), dtype=tf.int32)
     waveform = resample(waveform, SAMPLE_RATE, rates[pick])
-    if snr_db is None:
-        return waveform
-    snr = tf.random.stateless_uniform([], snr_seed, float(snr_db[0]), float(snr_db[1]))
-    power = tf.reduce_mean(tf.square(waveform)) / tf.pow(10.0, snr / 10.0)
-    return waveform + tf.sqrt(power) * tf.random.stateless_normal(tf.shape(waveform), noise_seed)
+    if rt60 is not None:
+        waveform = reverberate(waveform, room_seed, rt60)
+    if snr_db is not None:
+        snr = tf.random.stateless_uniform([], snr_seed, float(snr_db[0]), float(snr_db[1]))
+        power = tf.reduce_mean(tf.square(waveform)) / tf.pow(10.0, snr / 10.0)
+        waveform = waveform + tf.sqrt(power) * tf.random.stateless_normal(tf.shape(waveform), noise_seed)
+    if gain_db is not None:
+        gain = tf.random.stateless_uniform([], gain_seed, float(gain_db[0]), float(gain_db[1]))
+        waveform = tf.clip_by_value(waveform * tf.pow(10.0, gain / 20.0), -1.0, 1.0)
+    return waveform
 
 
 # --------------------------------------------------------------------------- pipeline
@@ -392,6 +465,7 @@ def make_audio_dataset(
     bucket_boundaries=None,
     audio_key="audio",
     keep=("transcript",),
+    warp=None,
 ):
     """Build a batched log-mel ``tf.data`` pipeline from a dataset of example dicts.
 
@@ -419,6 +493,8 @@ def make_audio_dataset(
             ``bucket_by_sequence_length`` (less padding); ``None`` pads each batch to its longest.
         audio_key: str, default ``"audio"``.
         keep: tuple of str, default ``("transcript",)``: scalar keys passed through.
+        warp: ``(low, high)`` or None (default): :func:`frequency_warp` of each
+            utterance before the SpecAugment masks (a new factor each epoch).
 
     Returns:
         Dataset of dicts: ``features`` float32 ``(batch, frames, num_mel_bins)``
@@ -444,11 +520,16 @@ def make_audio_dataset(
         ds = ds.cache(cache if isinstance(cache, str) else "")
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    if augment is not None:
+    if augment is not None or warp is not None:
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
 
         def mask(example, s):
-            return {**example, "features": spec_augment(example["features"], s, augment)}
+            features = example["features"]
+            if warp is not None:
+                features = frequency_warp(features, tf.stack([s[1], s[0]]), warp)
+            if augment is not None:
+                features = spec_augment(features, s, augment)
+            return {**example, "features": features}
 
         ds = tf.data.Dataset.zip(ds, seeds).map(mask, num_parallel_calls=tf.data.AUTOTUNE)
     if bucket_boundaries:

@@ -10,8 +10,10 @@ overall and per held-out voice) and the baseline in the same run on the same
 split (pocketsphinx, ``speech.classic``; else the most frequent training transcript).
 
 Targets are spelled one character at a time (a WordPiece vocabulary of single
-letters, ``h ##e ##l ##l ##o``). ``--augment``: speed perturbation and white
-noise on the waveform, SpecAugment on the log-mel frames.
+letters, ``h ##e ##l ##l ##o``). ``--augment`` (for real recordings, which the
+corpus lacks): speed, a synthetic room (reverb), white noise and level on the
+waveform; a VTLP-style frequency warp (voice pitch and vocal tract) and
+SpecAugment on the log-mel frames (``pipelines/audio.py``).
 
 The release's ``serving_default`` takes WAV bytes (``audio_bytes``, 16-bit PCM,
 any rate, mono or stereo), decoded, resampled and turned into log-mel frames in
@@ -49,7 +51,7 @@ from speech import classic, ctc
 __all__ = ["SpeechRecognitionApp", "SpeechRecognitionConfig"]
 
 MODELS = ("whisper", "wav2vec2_ctc")
-AUGMENTATIONS = ("speed", "noise", "specaugment")
+AUGMENTATIONS = ("speed", "reverb", "noise", "gain", "warp", "specaugment")
 
 
 @dataclass
@@ -60,7 +62,7 @@ class SpeechRecognitionConfig(Seq2SeqConfig):
     tokenizer: str = option("characters", "characters (one token per letter) or wordpiece (--vocab-size pieces)")
     num_mel_bins: int = option(80, "log-mel bins per 10 ms frame")
     max_seconds: float = option(30.0, "longest recording read (serving: longer ones get status too_long)")
-    augment: str = option("speed,noise,specaugment", f"training augmentation, a comma list of {list(AUGMENTATIONS)}")
+    augment: str = option(",".join(AUGMENTATIONS), f"training augmentation, a comma list of {list(AUGMENTATIONS)}")
     vocab_size: int = option(1000, "WordPiece vocabulary (--tokenizer wordpiece)")
     lower_case: bool = option(True, "lower-case transcripts (they are normalized lower case)")
     shared_vocab: bool = option(True, "one tokenizer (the audio side has none)")
@@ -177,13 +179,15 @@ class SpeechRecognitionApp(Seq2SeqApp):
         examples = self.examples(config, split)
         if split == "validation" and config.validation_pairs:
             examples = examples.take(config.validation_pairs)
-        wave_augment = training and {"speed", "noise"} & set(config.augmentations())
+        chosen = set(config.augmentations()) if training else set()
+        wave_augment = bool({"speed", "reverb", "noise", "gain"} & chosen)
         if wave_augment:
-            speeds = (0.9, 1.0, 1.1) if "speed" in config.augmentations() else (1.0,)
-            snr = (10.0, 40.0) if "noise" in config.augmentations() else None
+            options = dict(speeds=(0.9, 1.0, 1.1) if "speed" in chosen else (1.0,),
+                           snr_db=(10.0, 40.0) if "noise" in chosen else None,
+                           gain_db=(-20.0, 6.0) if "gain" in chosen else None, rt60=(0.1, 0.7) if "reverb" in chosen else None)
             seeds = tf.data.Dataset.random(seed=config.seed + 1, rerandomize_each_iteration=True).batch(2)
             examples = tf.data.Dataset.zip(examples, seeds).map(
-                lambda e, s: {**e, "audio": audio.perturb_waveform(e["audio"], s, speeds, snr)},
+                lambda e, s: {**e, "audio": audio.perturb_waveform(e["audio"], s, **options)},
                 num_parallel_calls=tf.data.AUTOTUNE,
             )
         if config.model == "wav2vec2_ctc":  # ({waveform, padding_mask}, character ids)
@@ -191,7 +195,7 @@ class SpeechRecognitionApp(Seq2SeqApp):
                                    shuffle=training, seed=config.seed, cache=not wave_augment)
         ds = audio.make_audio_dataset(
             examples, batch_size=config.batch_size, features=self.features(config),
-            augment=audio.SpecAugment() if training and "specaugment" in config.augmentations() else None,
+            augment=audio.SpecAugment() if "specaugment" in chosen else None, warp=(0.9, 1.1) if "warp" in chosen else None,
             shuffle=training, shuffle_buffer=2000, seed=config.seed, cache=not wave_augment,
             deterministic=config.deterministic or not training, bucket_boundaries=[200, 300, 400, 600, 1000],
         )

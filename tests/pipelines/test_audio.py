@@ -322,3 +322,53 @@ def test_load_audio_reports_a_corrupt_data_chunk_and_bad_arguments(tmp_path):
         audio.load_audio(tmp_path / "missing.wav")
     with pytest.raises(TypeError, match="load_audio expected a path .* or bytes, got int"):
         audio.load_audio(3)
+
+
+def test_reverberation_adds_a_decaying_tail_of_the_drawn_length_and_keeps_length_and_rms():
+    impulse = np.zeros(16000, np.float32)
+    impulse[1000] = 1.0
+    short = audio.reverberate(impulse, tf.constant([1, 2]), rt60=(0.2, 0.2)).numpy()
+    long = audio.reverberate(impulse, tf.constant([1, 2]), rt60=(0.6, 0.6)).numpy()
+    assert short.shape == long.shape == impulse.shape
+    for out in (short, long):
+        assert np.sqrt(np.mean(out**2)) == pytest.approx(np.sqrt(np.mean(impulse**2)), rel=1e-4)
+        assert np.abs(out[:1000]).max() < 1e-4  # causal: nothing before the impulse
+    energy = lambda x, a, b: np.sum(x[1000 + a : 1000 + b] ** 2) / np.sum(x**2)  # noqa: E731
+    # 0.3 s after the sound: the 0.2 s room is 90 dB down, the 0.6 s room only 30 dB.
+    assert energy(short, 4800, 6400) < 1e-6 < energy(long, 4800, 6400)
+    again = audio.reverberate(impulse, tf.constant([1, 2]), rt60=(0.2, 0.2)).numpy()
+    np.testing.assert_array_equal(short, again)
+
+
+def test_level_and_room_in_perturb_waveform_are_seeded_and_the_level_is_clipped():
+    t = np.arange(16000) / 16000
+    waveform = tf.constant(0.3 * np.sin(2 * np.pi * 300 * t), tf.float32)
+    quiet = audio.perturb_waveform(waveform, tf.constant([5, 6]), speeds=(1.0,), snr_db=None, gain_db=(-20.0, -20.0))
+    np.testing.assert_allclose(quiet.numpy(), waveform.numpy() * 0.1, rtol=1e-5, atol=1e-7)
+    loud = audio.perturb_waveform(waveform, tf.constant([5, 6]), speeds=(1.0,), snr_db=None, gain_db=(20.0, 20.0))
+    assert np.abs(loud.numpy()).max() == pytest.approx(1.0)  # clipped, as a recorder would
+    roomy = audio.perturb_waveform(waveform, tf.constant([5, 6]), speeds=(1.0,), snr_db=None, rt60=(0.3, 0.5))
+    assert roomy.shape == waveform.shape and not np.allclose(roomy.numpy(), waveform.numpy(), atol=1e-3)
+
+
+def test_frequency_warp_moves_energy_up_for_factors_above_one_and_is_identity_at_one():
+    spectrogram = np.zeros((5, 40), np.float32)
+    spectrogram[:, 10] = 1.0
+    same = audio.frequency_warp(spectrogram, tf.constant([1, 1]), warp=(1.0, 1.0)).numpy()
+    np.testing.assert_allclose(same, spectrogram, atol=1e-6)
+    up = audio.frequency_warp(spectrogram, tf.constant([1, 1]), warp=(1.2, 1.2)).numpy()
+    assert int(np.argmax(up[0])) == 12 and up.shape == spectrogram.shape  # bin 12 reads bin 10 = 12 / 1.2
+    down = audio.frequency_warp(spectrogram, tf.constant([1, 1]), warp=(0.8, 0.8)).numpy()
+    assert int(np.argmax(down[0])) == 8
+    np.testing.assert_allclose(up[:, :11].sum(1), 0.0, atol=1e-6)
+
+
+def test_the_audio_dataset_warps_before_masking_with_a_new_factor_each_epoch():
+    t = np.arange(8000) / 16000
+    examples = tf.data.Dataset.from_tensor_slices(
+        {"audio": np.stack([np.sin(2 * np.pi * f * t) for f in (300, 600)]).astype(np.float32),
+         "transcript": ["a", "b"]})
+    ds = audio.make_audio_dataset(examples, batch_size=2, warp=(0.8, 1.2), seed=3, deterministic=True)
+    first, second = (next(iter(ds))["features"].numpy() for _ in range(2))
+    plain = next(iter(audio.make_audio_dataset(examples, batch_size=2, deterministic=True)))["features"].numpy()
+    assert first.shape == plain.shape and not np.allclose(first, plain) and not np.allclose(first, second)
