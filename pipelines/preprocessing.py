@@ -553,6 +553,41 @@ class AudioPreprocessor(_BytesInputPreprocessor):
         inputs = {"encoder_inputs": frames[:, :used], "encoder_padding_mask": tf.sequence_mask(lengths, used)}
         return inputs, status
 
+    def waveform_inputs(self, audio_bytes):
+        """WAV bytes ``(batch,)`` -> ``({"waveform": (batch, samples), "padding_mask"}, status)`` at 16 kHz, for
+        models that read raw audio (Wav2Vec 2.0); the rows, checks and statuses of :meth:`encoder_inputs`."""
+        audio_bytes = check_string_batch(audio_bytes, self.input_name)
+        readable, seconds = self._header(audio_bytes)
+        too_long = seconds > self.max_seconds + 0.05
+        rate_out = self.features.sample_rate
+        width = int(round(self.max_seconds * rate_out))
+
+        def one(args):
+            data, decode = args
+
+            def read():
+                waveform, rate = audio.decode_wav(data)
+                waveform = audio.resample(waveform, rate, rate_out)[:width]
+                n = tf.shape(waveform)[0]
+                return tf.pad(waveform, [[0, width - n]]), n, tf.reduce_max(tf.abs(tf.concat([waveform, [0.0]], 0)))
+
+            return tf.cond(decode, read, lambda: (tf.zeros([width]), 0, 0.0))
+
+        waveforms, lengths, peaks = tf.map_fn(
+            one, (audio_bytes, readable & ~too_long),
+            fn_output_signature=(tf.TensorSpec([width], tf.float32), tf.TensorSpec([], tf.int32),
+                                 tf.TensorSpec([], tf.float32)),
+        )
+        # Padded to the longest row, as speech.ctc.pad_waveforms pads a Keras batch: Wav2Vec 2.0's first
+        # GroupNorm reads the whole time axis, padding included, so its outputs depend on the padding.
+        used = tf.minimum(tf.reduce_max(tf.concat([lengths, [self.features.frame_length]], 0)), width)
+        status = _pick([
+            ("unreadable", ~readable),
+            ("too_long", too_long),
+            ("empty", (lengths < self.features.frame_length) | (peaks < SILENCE_PEAK)),
+        ])
+        return {"waveform": waveforms[:, :used], "padding_mask": tf.sequence_mask(lengths, used)}, status
+
     def tflite_input_spec(self, name):
         """TFLite models take log-mel frames ``(batch, frames, num_mel_bins)``, named ``log_mel``.
 

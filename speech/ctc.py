@@ -305,3 +305,137 @@ def transcribe(model, waveforms, beam_size=1, characters=CHARACTERS):
     if beam_size > 1:
         return [paths[0] for paths in ctc_beam_search_decode(logits, lengths, beam_size, characters=characters)[0]]
     return ctc_greedy_decode(logits, lengths, characters=characters)
+
+
+class CTCExport(tf.Module):
+    """A :class:`CTCRecognizer`'s release graph: WAV bytes in, transcripts out, with the signatures of
+    ``apps.export.GenerationExport`` so the release tools and the demo serve it the same way.
+
+    ``serving_default`` (``<input>`` -> ``<output>``, ``status``); ``<options>``
+    (with ``beam_size`` and ``max_length``: best path for 1, else prefix beam
+    search of that width; at most ``max_length`` characters) -> ``<output>``,
+    ``token_ids``, ``lengths``, ``status``; and ``stream_start`` /
+    ``stream_step`` / ``stream_finish``: a CTC model emits the whole
+    transcript in one pass, so the state is the finished result and
+    ``stream_step`` reports ``running`` false at once. No ``<tokens>``
+    signature: the release has no TFLite model.
+
+    Args:
+        model: a built :class:`CTCRecognizer`.
+        preprocessor: ``pipelines.preprocessing.AudioPreprocessor`` (its :meth:`waveform_inputs`).
+        names: ``apps.export.SignatureNames``.
+        max_new_tokens: int, the longest transcript in characters.
+        num_beams: int, ``serving_default``'s beam width (one of ``beam_sizes``).
+        beam_sizes: tuple of int, the widths ``<options>`` accepts.
+        weights_dtype: ``"float32"``, ``"float16"`` or ``"int8"`` (``apps.export``'s stored weights).
+        characters: str, class ``i >= 1`` is ``characters[i - 1]``.
+    """
+
+    def __init__(self, model, preprocessor, names, max_new_tokens=192, num_beams=1, beam_sizes=(1, 2, 4),
+                 weights_dtype="float32", characters=CHARACTERS):
+        from apps.export import _stored_weights
+
+        super().__init__(name="ctc_export")
+        self.model, self.preprocessor, self.names = model, preprocessor, names
+        self.max_new_tokens, self.num_beams = int(max_new_tokens), int(num_beams)
+        self.beam_sizes = tuple(sorted({int(b) for b in beam_sizes}))
+        if self.num_beams not in self.beam_sizes:
+            raise ValueError(f"num_beams={num_beams} must be one of beam_sizes {list(self.beam_sizes)}")
+        self.weights_dtype, self._stored = weights_dtype, _stored_weights(model, weights_dtype)
+        self.characters = tf.constant(["", *characters])  # the blank (and padding) spells nothing
+        self._state_names = ["state_000", "state_001", "state_002", "state_003"]
+        raw = tf.TensorSpec(None, tf.string, name=names.input)
+        options = [tf.TensorSpec(None, tf.int32, name="beam_size"), tf.TensorSpec(None, tf.int32, name="max_length")]
+        state = [tf.TensorSpec([None], tf.string, name=self._state_names[0]),
+                 tf.TensorSpec([None, self.max_new_tokens], tf.int32, name=self._state_names[1]),
+                 tf.TensorSpec([None], tf.int32, name=self._state_names[2]),
+                 tf.TensorSpec([None], tf.string, name=self._state_names[3])]
+        self.serving_default = self._function(self._serving_default, [raw])
+        self.options = self._function(self._options, [raw, *options])
+        self.stream_start = self._function(self._stream_start, [raw, *options])
+        self.stream_step = self._function(self._stream_step, state)
+        self.stream_finish = self._function(self._stream_finish, state)
+
+    def _function(self, body, input_signature):
+        from apps.export import weight_mapping
+
+        def traced(*args):
+            if not self._stored:
+                return body(*args)
+            with keras.StatelessScope(state_mapping=weight_mapping(self._stored)):
+                return body(*args)
+
+        return tf.function(traced, input_signature=input_signature, autograph=False)
+
+    def get_config(self):
+        return {**self.preprocessor.get_config(), "names": dataclasses.asdict(self.names), "decoder": "ctc",
+                "max_new_tokens": self.max_new_tokens, "num_beams": self.num_beams,
+                "beam_sizes": list(self.beam_sizes), "weights_dtype": self.weights_dtype,
+                "state_names": self._state_names}
+
+    def signatures(self):
+        return {"serving_default": self.serving_default, self.names.options: self.options,
+                "stream_start": self.stream_start, "stream_step": self.stream_step, "stream_finish": self.stream_finish}
+
+    def _decode(self, logits, lengths, beam_size):
+        """Class ids ``(batch, max_new_tokens)`` (0-padded) of the best path or the best beam."""
+        if len(self.beam_sizes) == 1:
+            index = tf.constant(0)
+        else:
+            index = tf.argmax(tf.cast(tf.equal(tf.constant(self.beam_sizes), beam_size), tf.int32), output_type=tf.int32)
+
+        def search(width):
+            if width == 1:  # best path: the frame argmax, repeats merged, blanks dropped
+                ids = tf.argmax(logits, axis=-1, output_type=tf.int32)
+                previous = tf.pad(ids[:, :-1], [[0, 0], [1, 0]], constant_values=-1)
+                keep = (ids != BLANK_INDEX) & (ids != previous) & tf.sequence_mask(lengths, tf.shape(ids)[1])
+                return lambda: tf.ragged.boolean_mask(ids, keep).to_tensor(0, shape=[None, self.max_new_tokens])
+            return lambda: tf.cast(keras.ops.ctc_decode(
+                logits, lengths, strategy="beam_search", beam_width=width, top_paths=1, mask_index=BLANK_INDEX,
+            )[0][0], tf.int32)
+
+        ids = tf.switch_case(index, [search(width) for width in self.beam_sizes])
+        ids = tf.where(ids > 0, ids, 0)  # beam search pads with -1
+        width = tf.shape(ids)[1]
+        ids = tf.pad(ids, [[0, 0], [0, tf.maximum(self.max_new_tokens - width, 0)]])[:, : self.max_new_tokens]
+        return tf.ensure_shape(ids, [None, self.max_new_tokens])
+
+    def _run(self, raw, beam_size, max_length):
+        from apps.export import _check_scalar
+        from pipelines.preprocessing import BLANK_STATUSES
+
+        beam_size = _check_scalar(beam_size, "beam_size", None, None, allowed=self.beam_sizes)
+        max_length = _check_scalar(max_length, "max_length", 1, self.max_new_tokens)
+        inputs, status = self.preprocessor.waveform_inputs(raw)
+        # Each row to zero mean and unit variance over its samples (wav2vec2_pretraining.normalize_waveform).
+        mask = tf.cast(inputs["padding_mask"], tf.float32)
+        count = tf.maximum(tf.reduce_sum(mask, axis=1, keepdims=True), 1.0)
+        mean = tf.reduce_sum(inputs["waveform"] * mask, axis=1, keepdims=True) / count
+        variance = tf.reduce_sum(tf.square(inputs["waveform"] - mean) * mask, axis=1, keepdims=True) / count
+        inputs = {**inputs, "waveform": (inputs["waveform"] - mean) * tf.math.rsqrt(variance + 1e-7) * mask}
+        logits = self.model(inputs, training=False)
+        ids = self._decode(tf.cast(logits, tf.float32), self.model.logit_lengths(inputs["padding_mask"]), beam_size)
+        blank = tf.reduce_any(tf.stack([tf.equal(status, name) for name in BLANK_STATUSES]), axis=0)
+        ids = tf.where(blank[:, None] | (tf.range(self.max_new_tokens)[None] >= max_length), 0, ids)
+        texts = tf.strings.reduce_join(tf.gather(self.characters, ids), axis=1)
+        return {self.names.output: texts, "token_ids": ids, "lengths": tf.reduce_sum(tf.cast(ids > 0, tf.int32), 1),
+                "status": status}
+
+    def _serving_default(self, raw):
+        out = self._run(raw, self.num_beams, self.max_new_tokens)
+        return {self.names.output: out[self.names.output], "status": out["status"]}
+
+    def _options(self, raw, beam_size, max_length):
+        return self._run(raw, beam_size, max_length)
+
+    def _stream_start(self, raw, beam_size, max_length):
+        out = self._run(raw, beam_size, max_length)
+        state = [out[self.names.output], out["token_ids"], out["lengths"], out["status"]]
+        return {**dict(zip(self._state_names, state)), "status": out["status"]}
+
+    def _stream_step(self, texts, ids, lengths, status):
+        state = dict(zip(self._state_names, (texts, ids, lengths, status)))
+        return {**state, "partial": texts, "running": tf.constant(False)}
+
+    def _stream_finish(self, texts, ids, lengths, status):
+        return {self.names.output: texts, "token_ids": ids, "lengths": lengths, "status": status}

@@ -4,7 +4,8 @@ A declaration over the shared encoder-decoder engine (``apps/seq2seq.py``): the
 corpus (``tfsuite_speech``, synthesized speech whose validation and test voices
 no other split hears; ``librispeech`` by name), the model (``--model whisper``:
 ``layers.whisper.Whisper`` through the shared KV-cache and beam search;
-``--model wav2vec2_ctc``: ``layers.wav2vec2`` with a CTC head, ``speech.ctc``),
+``--model wav2vec2_ctc``: ``layers.wav2vec2`` with a CTC head, ``speech.ctc``, whose
+release is ``speech.ctc.CTCExport``),
 the metric (``jiwer`` WER and CER after lower-casing and removing punctuation,
 overall and per held-out voice) and the baseline in the same run on the same
 split (pocketsphinx, ``speech.classic``; else the most frequent training transcript).
@@ -254,13 +255,23 @@ class SpeechRecognitionApp(Seq2SeqApp):
         if config.model != "wav2vec2_ctc":
             return super().generate(model, config, texts, beam_size, max_length)
         limit = int(config.max_seconds * audio.SAMPLE_RATE)
-        return ctc.transcribe(model, [audio.load_audio(wav)[:limit] for wav in texts], beam_size or config.beam_size)
+        texts = ctc.transcribe(model, [audio.load_audio(wav)[:limit] for wav in texts], beam_size or config.beam_size)
+        return [text[: max_length or config.max_new_tokens] for text in texts]  # as the release cuts them
 
-    def write_saved_model(self, model, config, directory):
-        if config.model == "wav2vec2_ctc":
-            raise ConfigError("export of --model wav2vec2_ctc is not available yet (train and evaluate are); "
-                              "export a --model whisper run")
-        return super().write_saved_model(model, config, directory)
+    def generation_export(self, model, config, tokenizers=None):
+        """Whisper: the engine's decode-loop graph; wav2vec2_ctc: ``speech.ctc.CTCExport`` (the same signatures)."""
+        if config.model != "wav2vec2_ctc":
+            return super().generation_export(model, config, tokenizers)
+        return ctc.CTCExport(model, self.preprocessor(config, tokenizers), self.names, config.max_new_tokens,
+                             config.beam_size, tuple(range(1, max(4, config.beam_size) + 1)), config.export_weights)
+
+    def export_tflite(self, saved_model_dir, output_dir):
+        from apps.export import read_settings
+
+        if read_settings(saved_model_dir).get("decoder") == "ctc":
+            raise ConfigError("this release is a wav2vec2_ctc model: its TFLite export is not available "
+                              "(whisper releases convert, taking log-mel frames)")
+        return super().export_tflite(saved_model_dir, output_dir)
 
     # --- metric and baseline ----------------------------------------------------------------------
 

@@ -256,9 +256,29 @@ def test_wav2vec2_ctc_trains_on_waveforms_with_the_ctc_loss_and_evaluates_beside
     for name in ("wer", "cer", "baseline_wer", "baseline_cer"):
         assert any(line.startswith(f"{name}: ") for line in out.splitlines()), name
     assert "baseline: most frequent training transcript" in out or "baseline: pocketsphinx" in out
+    # The release: WAV bytes in, the Keras model's transcripts out (best path and beam), a status per row.
     assert cli.main(["export", "speech_recognition", "--checkpoint", str(result.model_path),
-                     "--models-dir", str(tmp_path / "models")]) != 0
-    assert "wav2vec2_ctc is not available yet" in capsys.readouterr().err
+                     "--models-dir", str(tmp_path / "models")]) == 0
+    release = tmp_path / "models" / "speech_recognition" / "1"
+    loaded = tf.saved_model.load(str(release))
+    wavs = app.load_texts(config, "test")[0][:2]
+    out = loaded.signatures["serving_default"](audio_bytes=tf.constant([*wavs, b"RIFF nonsense", wav_bytes(np.zeros(8000))]))
+    assert [s.decode() for s in out["status"].numpy()] == ["ok", "ok", "unreadable", "empty"]
+    texts = [t.decode() for t in out["transcripts"].numpy()]
+    assert texts[:2] == app.generate(model, config, wavs, beam_size=2) and texts[2:] == ["", ""]
+    greedy = loaded.signatures["transcribe"](audio_bytes=tf.constant(wavs), beam_size=tf.constant(1),
+                                             max_length=tf.constant(3))
+    assert [t.decode() for t in greedy["transcripts"].numpy()] == [t[:3] for t in app.generate(model, config, wavs, beam_size=1)]
+    from apps.releases import GenerationReleases
+
+    releases = GenerationReleases(tmp_path / "models", {"speech_recognition": "speech_recognition"}, app.names)
+    request = {"choice": "speech_recognition", "input": wavs[0], "beam_size": 2, "max_length": 12}
+    # One recording alone: its padding differs from the batch's (the first GroupNorm reads the padding too).
+    alone = app.generate(model, config, wavs[:1], beam_size=2, max_length=12)[0]
+    assert list(releases.stream(request))[-1] == (alone, "ok")
+    capsys.readouterr()
+    assert cli.main(["export", "speech_recognition", "--format", "tflite", "--models-dir", str(tmp_path / "models")]) != 0
+    assert "TFLite export is not available" in capsys.readouterr().err
 
 
 def test_wer_cer_are_jiwer_on_lower_cased_text_without_punctuation_overall_and_per_voice(monkeypatch):
