@@ -32,7 +32,7 @@ Metrics are maintained libraries' implementations, never our own:
   decoder;
 * code: :func:`syntax_valid_rate` (share that :func:`ast.parse` accepts),
   :func:`pass_at_k` / :func:`corpus_pass_at_k` (the unbiased pass@k estimator
-  of Chen et al. 2021, from execution results of ``apps.code_execution``) and
+  of Chen et al. 2021, from execution results of ``code_tools.execution``) and
   :func:`code_bleu` (sacrebleu BLEU over :mod:`tokenize` tokens).
 
 Example::

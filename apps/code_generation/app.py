@@ -12,10 +12,10 @@ sections 6.2 and 10.4:
 * metrics (greedy decoding on the test split): ``syntax_valid``,
   ``exact_match``, ``bleu`` (sacrebleu on Python tokens), and ``pass_at_1`` /
   ``pass_at_5`` on the test functions whose docstrings carry doctests (run in
-  the sandbox of :mod:`apps.code_execution`; pass@1 from the greedy body,
+  the sandbox of :mod:`code_tools.execution`; pass@1 from the greedy body,
   pass@5 from ``--samples`` sampled bodies, the unbiased estimator);
 * the baseline, in the same run: the body of the training function whose
-  docstring is nearest by BM25 (:mod:`apps.code_retrieval`), ``baseline_*``.
+  docstring is nearest by BM25 (:mod:`code_tools.retrieval`), ``baseline_*``.
 
 Example::
 
@@ -35,9 +35,9 @@ from pathlib import Path
 
 from apps import metrics
 from apps.causal_lm import CausalLMApp, CausalLMConfig
-from apps.code_execution import has_doctests, run_doctests
-from apps.code_retrieval import CodeRetriever
-from apps.config import option
+from code_tools.execution import has_doctests, run_doctests
+from code_tools.retrieval import CodeRetriever
+from apps.config import ConfigError, option
 from pipelines import tfds_sources
 from pipelines.code_tokenizer import CodeTokenizer, train_code_tokenizer
 from pipelines.corpora.splits import assign_split
@@ -88,6 +88,11 @@ class CodeGenerationConfig(CausalLMConfig):
                                      "docstring) is written before each prompt when both fit in this many bytes "
                                      "(training, evaluation and the SavedModel)")
 
+    def __post_init__(self):
+        super().__post_init__()
+        if self.retrieval_bytes < 0 or self.few_shot < 0:
+            raise ConfigError(f"retrieval_bytes and few_shot must be >= 0, got {self.retrieval_bytes}, {self.few_shot}")
+
 
 class CodeGenerationApp(CausalLMApp):
     """Docstring to function body, scored by syntax, exact match, code BLEU and doctests against BM25 retrieval."""
@@ -122,8 +127,8 @@ class CodeGenerationApp(CausalLMApp):
         return prompts, f["body"]
 
     def retrieval(self, config):
-        """``apps.code_retrieval.RetrievalPrompts`` over the training functions (examples by :func:`example_of`)."""
-        from apps.code_retrieval import RetrievalPrompts
+        """``code_tools.retrieval.RetrievalPrompts`` over the training functions (examples by :func:`example_of`)."""
+        from code_tools.retrieval import RetrievalPrompts
 
         key = ("retrieval", config.retrieval_bytes, config.limit)
         if key not in self._cache:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from apps.code_generation import CodeGenerationApp, CodeGenerationConfig
-from apps.code_execution import has_doctests
+from code_tools.execution import has_doctests
 from apps.code_generation.app import function_of, prompt_of
 from apps.config import ConfigError
 from apps.trainer import train
@@ -89,6 +89,8 @@ def test_bad_configs_raise_clear_errors(corpus):
         config_for(corpus, objective="rlhf")
     with pytest.raises(ConfigError, match="must fit model_max_length"):
         config_for(corpus, prompt_length=150, max_new_tokens=24)
+    with pytest.raises(ConfigError, match="retrieval_bytes and few_shot must be >= 0"):
+        config_for(corpus, retrieval_bytes=-1)
     app = CodeGenerationApp()
     with pytest.raises(FileNotFoundError, match="no tokenizer/ beside it"):
         app.tokenizer(config_for(corpus, init_from=str(corpus / "elsewhere" / "model.keras"), run_name="x"))

@@ -25,7 +25,7 @@ example; a query without a known word gets the first.
 
 Example::
 
-    from apps.code_retrieval import CodeRetriever
+    from code_tools.retrieval import CodeRetriever
 
     retriever = CodeRetriever.from_split("train", target="code")        # tfsuite_code, data/tfds
     test = CodeRetriever.from_split("test")

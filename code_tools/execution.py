@@ -11,7 +11,7 @@ those is a failed sample, never a failed evaluation.
 
 Every run is a fresh interpreter (``sys.executable -I -S -B -u -X utf8``:
 isolated mode, no site-packages, no bytecode written, unbuffered, UTF-8) in a
-new session, started on :mod:`apps.code_execution_child`, which sets the
+new session, started on :mod:`code_tools.execution_child`, which sets the
 limits, installs the guard and then runs the code. What is isolated:
 
 * **time**: a wall-clock ``timeout`` after which the whole process group is
@@ -58,7 +58,7 @@ run several at once from a thread pool.
 
 Example::
 
-    from apps.code_execution import has_doctests, run_doctests, run_python
+    from code_tools.execution import has_doctests, run_doctests, run_python
 
     run_python("assert sum(range(4)) == 6").status            # 'passed'
     run_python("while True: pass", timeout=1.0).status        # 'timeout'
@@ -86,7 +86,7 @@ __all__ = ["ExecutionResult", "STATUSES", "has_doctests", "run_doctests", "run_p
 
 STATUSES = ("passed", "failed", "timeout", "memory", "crashed", "syntax_error")
 
-_CHILD = Path(__file__).with_name("code_execution_child.py")
+_CHILD = Path(__file__).with_name("execution_child.py")
 _INTERPRETER_FLAGS = ("-I", "-S", "-B", "-u", "-X", "utf8")
 
 

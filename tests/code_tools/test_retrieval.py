@@ -1,11 +1,11 @@
-"""apps/code_retrieval.py: BM25 over training docstrings returns the nearest one's code."""
+"""code_tools/retrieval.py: BM25 over training docstrings returns the nearest one's code."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from rank_bm25 import BM25Okapi
 
-from apps.code_retrieval import CodeRetriever, docstring_tokens
+from code_tools.retrieval import CodeRetriever, docstring_tokens
 from pipelines.corpora.code import collect_functions
 
 SOURCES = {
@@ -111,7 +111,7 @@ def test_bad_inputs_say_what_to_pass():
 
 
 def test_the_graph_retriever_picks_what_the_python_one_picks():
-    from apps.code_retrieval import GraphRetriever
+    from code_tools.retrieval import GraphRetriever
 
     rng = np.random.default_rng(1)
     words = [f"w{i}" for i in range(50)]
@@ -132,7 +132,7 @@ def test_the_graph_retriever_picks_what_the_python_one_picks():
 
 
 def test_retrieval_prompts_put_the_nearest_example_first_when_both_fit_in_python_and_in_the_graph():
-    from apps.code_retrieval import RetrievalPrompts
+    from code_tools.retrieval import RetrievalPrompts
 
     keys = ["sort a list of numbers", "read a text file", "open a network socket", "parse a date string"]
     examples = [f"EXAMPLE {i}\n" for i in range(4)]

@@ -1,4 +1,4 @@
-"""apps/code_execution.py: every way generated code can go wrong is a status, never a failed evaluator.
+"""code_tools/execution.py: every way generated code can go wrong is a status, never a failed evaluator.
 
 Limits are asserted by status, not by wall clock, except generous upper
 bounds (a 1 s timeout must not take a minute).
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from apps.code_execution import STATUSES, ExecutionResult, has_doctests, run_doctests, run_python
+from code_tools.execution import STATUSES, ExecutionResult, has_doctests, run_doctests, run_python
 
 GUARD = "disabled in the evaluation sandbox"
 

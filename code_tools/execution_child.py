@@ -1,7 +1,7 @@
-"""The child side of :mod:`apps.code_execution`: limit, guard, then run one generated program.
+"""The child side of :mod:`code_tools.execution`: limit, guard, then run one generated program.
 
-Run as ``python -I -S -B -u -X utf8 code_execution_child.py ROOT`` by
-:func:`apps.code_execution.run_python` / ``run_doctests``, never imported.
+Run as ``python -I -S -B -u -X utf8 execution_child.py ROOT`` by
+:func:`code_tools.execution.run_python` / ``run_doctests``, never imported.
 ``ROOT`` is the run's temporary folder; it holds ``config.json`` (mode,
 limits, doctest settings), ``program.py`` (the generated code), for doctests
 ``examples.txt``, and ``work/`` (the working directory). Standard library only:
@@ -114,7 +114,7 @@ def _inside_root(path, dir_fd=None):
 
 
 def _refuse(what):
-    raise PermissionError(f"{what} is disabled in the evaluation sandbox (apps/code_execution.py)")
+    raise PermissionError(f"{what} is disabled in the evaluation sandbox (code_tools/execution.py)")
 
 
 def _audit(event, args):
