@@ -27,8 +27,7 @@ signature           inputs                                        outputs
 ``serving_default`` ``<input>`` (batch,)                          ``<output>`` (batch,), ``status`` (batch,)
 ``<options>``       ``<input>``, ``beam_size``, ``max_length``    ``<output>``, ``token_ids``, ``lengths``, ``status``
 ``<tokens>``        ``<input>`` (TFLite's: strings, pixels, or    ``<output>`` (no spacing rules), ``token_ids``,
-                    ``log_mel`` frames)
-                                                                  ``lengths``, ``input_tokens``, ``unknown_tokens``
+                    ``log_mel`` frames)                           ``lengths``, ``input_tokens``, ``unknown_tokens``
 ``stream_start``    as ``<options>``                              the decode loop's state, flattened; ``status``
 ``stream_step``     the state                                     the next state, ``partial`` (batch,), ``running``
 ``stream_finish``   the state                                     as ``<options>``
