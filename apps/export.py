@@ -82,6 +82,7 @@ __all__ = [
     "MODEL_ASSETS",
     "load_stored_weights",
     "read_model_assets",
+    "signature_function",
     "weight_mapping",
     "write_model_assets",
     "write_release_tflite",
@@ -351,16 +352,7 @@ class GenerationExport(tf.Module):
         self.stream_finish = function(self._stream_finish, state_specs)
 
     def _function(self, body, input_signature):
-        """``body`` as a signature; with stored weights, traced with every model weight read from its copy."""
-
-        def traced(*args):
-            if not self._stored:
-                return body(*args)
-            with keras.StatelessScope(state_mapping=weight_mapping(self._stored)):
-                return body(*args)
-
-        # autograph=False: every loop is an explicit tf.while_loop (TextGenerator).
-        return tf.function(traced, input_signature=input_signature, autograph=False)
+        return signature_function(body, input_signature, self._stored)
 
     def get_config(self):
         """The export settings, recorded beside the exported files (``assets/generation.json``)."""
@@ -518,6 +510,20 @@ class GenerationExport(tf.Module):
     def _stream_finish(self, *flat):
         packed = self._pack(flat)
         return {**self._end(packed["loop"], packed["status"]), "status": packed["status"]}
+
+
+def signature_function(body, input_signature, stored):
+    """``body`` as a signature's ``tf.function``; with ``stored`` weights (:func:`_stored_weights`), traced with
+    every model weight read from its stored copy."""
+
+    def traced(*args):
+        if not stored:
+            return body(*args)
+        with keras.StatelessScope(state_mapping=weight_mapping(stored)):
+            return body(*args)
+
+    # autograph=False: every loop is an explicit tf.while_loop (TextGenerator).
+    return tf.function(traced, input_signature=input_signature, autograph=False)
 
 
 def _stored_weights(model, weights_dtype):

@@ -357,15 +357,9 @@ class CTCExport(tf.Module):
         self.stream_finish = self._function(self._stream_finish, state)
 
     def _function(self, body, input_signature):
-        from apps.export import weight_mapping
+        from apps.export import signature_function
 
-        def traced(*args):
-            if not self._stored:
-                return body(*args)
-            with keras.StatelessScope(state_mapping=weight_mapping(self._stored)):
-                return body(*args)
-
-        return tf.function(traced, input_signature=input_signature, autograph=False)
+        return signature_function(body, input_signature, self._stored)
 
     def get_config(self):
         return {**self.preprocessor.get_config(), "names": dataclasses.asdict(self.names), "decoder": "ctc",
