@@ -448,6 +448,11 @@ class GroupNormalization(_Normalization):
     Input shape: any rank >= 2, e.g. ``(batch, height, width, channels)``.
     Output shape: same as input.
 
+    Call argument ``mask``: bool ``(batch, steps)`` or None, for a
+    ``(batch, steps, channels)`` input: the statistics are taken over the
+    True steps only (padded steps of a batch do not change a sequence's
+    output); the padded steps are normalized with them too.
+
     Example:
     >>> GroupNormalization(groups=4)(np.random.randn(2, 8, 8, 16).astype("float32")).shape
     (2, 8, 8, 16)
@@ -509,7 +514,7 @@ class GroupNormalization(_Normalization):
         self._param_shape[axis] = self.groups
         self._param_shape[axis + 1] = channels // self.groups
 
-    def call(self, inputs):
+    def call(self, inputs, mask=None):
         rank, axis = self._check_input(inputs.shape)
         if inputs.shape[axis] != self._channels:
             raise ValueError(
@@ -523,7 +528,19 @@ class GroupNormalization(_Normalization):
         ]
         grouped_shape[axis : axis + 1] = [self.groups, self._channels // self.groups]
         grouped = ops.reshape(x, grouped_shape)
-        mean, variance = ops.moments(grouped, axes=self._reduction_axes, keepdims=True)
+        if mask is None:
+            mean, variance = ops.moments(grouped, axes=self._reduction_axes, keepdims=True)
+        else:
+            if rank != 3 or axis != 2 or len(mask.shape) != 2:
+                raise ValueError(
+                    f"GroupNormalization takes a mask (batch, steps) for inputs (batch, steps, channels) only; "
+                    f"got inputs {tuple(inputs.shape)} and mask {tuple(mask.shape)}"
+                )
+            weight = ops.cast(ops.reshape(mask, (dynamic[0], dynamic[1], 1, 1)), x.dtype)
+            count = ops.maximum(ops.sum(weight, axis=self._reduction_axes, keepdims=True)
+                                * (self._channels // self.groups), 1.0)
+            mean = ops.sum(grouped * weight, axis=self._reduction_axes, keepdims=True) / count
+            variance = ops.sum(ops.square(grouped - mean) * weight, axis=self._reduction_axes, keepdims=True) / count
         gamma, beta = self._gamma_beta(x.dtype, self._param_shape)
         outputs = _apply(grouped, mean, variance, gamma, beta, self.epsilon)
         return ops.cast(ops.reshape(outputs, dynamic), self.compute_dtype)

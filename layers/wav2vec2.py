@@ -175,12 +175,20 @@ class Wav2Vec2FeatureEncoder(keras.layers.Layer):
             self.norm_layers.append(norm)
             channels = f
 
-    def call(self, inputs):
+    def call(self, inputs, padding_mask=None):
+        """``padding_mask`` (bool ``(batch, samples)``, a prefix of real samples per row) restricts the
+        first GroupNorm's statistics to the real frames, so a recording's features do not depend on the
+        padding of its batch (frames whose windows reach the padding are padding themselves)."""
         self._check_input(inputs.shape)
         x = ops.expand_dims(inputs, -1)
-        for conv, norm in zip(self.conv_layers, self.norm_layers):
+        lengths = None if padding_mask is None else ops.sum(ops.cast(padding_mask, "int32"), axis=-1)
+        for conv, norm, k, s in zip(self.conv_layers, self.norm_layers, self.kernel_sizes, self.strides):
             x = conv(x)
-            if norm is not None:
+            if lengths is not None:
+                lengths = ops.maximum(ops.floor_divide(lengths - k, s) + 1, 0)
+            if isinstance(norm, GroupNormalization) and lengths is not None:
+                x = norm(x, mask=ops.arange(ops.shape(x)[1])[None, :] < lengths[:, None])
+            elif norm is not None:
                 x = norm(x)
             x = _gelu(x)
         return x
@@ -554,7 +562,7 @@ class Wav2Vec2Backbone(keras.layers.Layer):
 
     def call(self, inputs, padding_mask=None, span_mask=None, training=None):
         check_rank("Wav2Vec2Backbone", inputs.shape, 2, "(batch, samples)")
-        conv = self.feature_encoder(inputs)
+        conv = self.feature_encoder(inputs, padding_mask=padding_mask)
         features = self.feature_layer_norm(conv)
         hidden = self._drop(self.feature_projection(features), training)
         frame_mask = None

@@ -578,8 +578,7 @@ class AudioPreprocessor(_BytesInputPreprocessor):
             fn_output_signature=(tf.TensorSpec([width], tf.float32), tf.TensorSpec([], tf.int32),
                                  tf.TensorSpec([], tf.float32)),
         )
-        # Padded to the longest row, as speech.ctc.pad_waveforms pads a Keras batch: Wav2Vec 2.0's first
-        # GroupNorm reads the whole time axis, padding included, so its outputs depend on the padding.
+        # Padded to the longest row, as speech.ctc.pad_waveforms pads a Keras batch.
         used = tf.minimum(tf.reduce_max(tf.concat([lengths, [self.features.frame_length]], 0)), width)
         status = _pick([
             ("unreadable", ~readable),

@@ -343,3 +343,17 @@ def test_batch_norm_mask_leaves_padding_out_of_statistics_like_keras():
     )
     with pytest.raises(ValueError, match="takes a mask of shape"):
         BatchNormalization(axis=1)(X3, mask=np.ones((3, 4), bool))
+
+
+def test_group_norm_with_a_step_mask_equals_the_unpadded_sequence_and_refuses_other_ranks():
+    layer = GroupNormalization(groups=2, epsilon=1e-4, **RANDOM_AFFINE)
+    x = np.random.default_rng(0).normal(size=(2, 7, 6)).astype("float32")
+    lengths = [7, 4]
+    mask = np.arange(7)[None, :] < np.array(lengths)[:, None]
+    padded = x.copy()
+    padded[1, 4:] = 100.0  # whatever the padding holds
+    out = to_np(layer(padded, mask=mask))
+    for row, n in enumerate(lengths):
+        np.testing.assert_allclose(out[row, :n], to_np(layer(x[row : row + 1, :n]))[0], atol=1e-5)
+    with pytest.raises(ValueError, match=r"mask \(batch, steps\) for inputs \(batch, steps, channels\) only"):
+        layer(X4, mask=np.ones(X4.shape[:2], bool))

@@ -233,6 +233,12 @@ def test_wav2vec2_backbone_masking_and_padding():
     out = backbone(np.concatenate([a, b]), padding_mask=padding)
     assert out["context"].shape == (2, 9, 16) and np.isfinite(to_np(out["context"])).all()
     np.testing.assert_array_equal(to_np(backbone.frame_lengths(tf.constant([3200, 1600]))), [9, 4])
+    # A recording's context does not depend on the padding of its batch (the first GroupNorm reads real frames).
+    alone = backbone(b[:, :1600], padding_mask=np.ones((1, 1600), bool))["context"]
+    np.testing.assert_allclose(to_np(out["context"])[1, :4], to_np(alone)[0], atol=2e-5)
+    bigger = np.concatenate([b[:, :1600], np.full((1, 1600), 0.5, "float32")], axis=1)  # other padding values
+    again = backbone(np.concatenate([a, bigger]), padding_mask=padding)["context"]
+    np.testing.assert_allclose(to_np(again)[1, :4], to_np(alone)[0], atol=2e-5)
 
 
 def test_wav2vec2_span_mask_sampling():
