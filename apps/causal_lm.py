@@ -245,12 +245,16 @@ class CausalLMApp(App):
         """The release graph: ``apps.export.GenerationExport`` over a ``PromptPreprocessor`` (per-row ``status``:
         ``ok``, ``empty``, ``truncated`` for a prompt over ``prompt_length`` tokens, ...); greedy by default."""
         from apps.export import GenerationExport
-        from pipelines.preprocessing import PromptPreprocessor
 
         return GenerationExport(
-            model, PromptPreprocessor(self.tokenizer(config), config.prompt_length, input_name=self.names.input),
-            names=self.names, max_new_tokens=config.max_new_tokens, num_beams=1, beam_sizes=(1, 2, 4),
-            weights_dtype=config.export_weights)
+            model, self.prompt_preprocessor(config), names=self.names, max_new_tokens=config.max_new_tokens,
+            num_beams=1, beam_sizes=(1, 2, 4), weights_dtype=config.export_weights)
+
+    def prompt_preprocessor(self, config):
+        """The release graph's prompt reader (an app may compose its prompts first)."""
+        from pipelines.preprocessing import PromptPreprocessor
+
+        return PromptPreprocessor(self.tokenizer(config), config.prompt_length, input_name=self.names.input)
 
     def write_saved_model(self, model, config, directory):
         from apps.export import write_generation_saved_model

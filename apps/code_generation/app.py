@@ -67,6 +67,11 @@ def example_of(signature, docstring, body, max_chars=EXAMPLE_CHARS):
     return prompt_of(signature, first) + "\n".join(lines) + "\n\n"
 
 
+def prompts_of(functions):
+    """The plain prompts of a split's functions (dict of lists)."""
+    return [prompt_of(s, d) for s, d in zip(functions["signature"], functions["docstring"])]
+
+
 def function_of(signature, body):
     """A generated (indented) body under its signature: the function the metrics parse and run."""
     return f"{signature}\n{body.rstrip()}\n"
@@ -117,7 +122,7 @@ class CodeGenerationApp(CausalLMApp):
 
     def pairs(self, config, split):
         f = self.functions(config, split)
-        prompts = [prompt_of(s, d) for s, d in zip(f["signature"], f["docstring"])]
+        prompts = prompts_of(f)
         if config.retrieval_bytes:  # a training function never sees itself as its example
             key = ("composed", split, config.retrieval_bytes, config.limit)
             if key not in self._cache:
@@ -133,7 +138,7 @@ class CodeGenerationApp(CausalLMApp):
         key = ("retrieval", config.retrieval_bytes, config.limit)
         if key not in self._cache:
             f = self.functions(config, "train")
-            keys = [prompt_of(s, d) for s, d in zip(f["signature"], f["docstring"])]
+            keys = prompts_of(f)
             examples = [example_of(*row) for row in zip(f["signature"], f["docstring"], f["body"])]
             self._cache[key] = RetrievalPrompts(keys, examples, config.retrieval_bytes)
         return self._cache[key]
@@ -228,21 +233,14 @@ class CodeGenerationApp(CausalLMApp):
         retriever = CodeRetriever(train["docstring"], train["body"])
         results.update(self.score(retriever.retrieve(f["docstring"]), config, prefix="baseline_"))
         if config.retrieval_bytes:  # the bodies of the examples the model read (signature + docstring BM25)
-            plain = [prompt_of(s, d) for s, d in zip(f["signature"], f["docstring"])]
-            shown = self.retrieval(config).retriever.nearest(plain)
+            shown = self.retrieval(config).retriever.nearest(prompts_of(f))
             results.update(self.score([train["body"][i] for i in shown[:, 0]], config, prefix="example_"))
         return results
 
-    def generation_export(self, model, config):
-        """The engine's completion graph; with ``--retrieval-bytes`` its prompts are composed in the graph first."""
-        export = super().generation_export(model, config)
-        if not config.retrieval_bytes:
-            return export
-        from apps.export import GenerationExport
-
-        return GenerationExport(model, _RetrievalPromptPreprocessor(self.retrieval(config), export.preprocessor),
-                                names=self.names, max_new_tokens=config.max_new_tokens, num_beams=1,
-                                beam_sizes=export.beam_sizes, weights_dtype=config.export_weights)
+    def prompt_preprocessor(self, config):
+        """With ``--retrieval-bytes`` the release graph composes each prompt with its retrieved example first."""
+        plain = super().prompt_preprocessor(config)
+        return _RetrievalPromptPreprocessor(self.retrieval(config), plain) if config.retrieval_bytes else plain
 
     def sampler(self, config):
         from layers.samplers import RandomSampler
